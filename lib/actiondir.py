@@ -1,0 +1,138 @@
+"""Maildir-style action directories: `tmp/`, `new/`, `failed/`.
+
+A writer prepares a file in `tmp/` and renames it into `new/`; the rename
+is the commit. This module lays the directory out, opens entries of `new/`
+safely (never following a link, never blocking on a FIFO), and finishes
+them: deleted when actioned, moved to `failed/` (pruned to a keep count)
+when not. What a file means is its consumer's business.
+"""
+
+import logging
+import os
+import stat
+
+log = logging.getLogger("chariotd")
+
+
+class NotRegularFile(OSError):
+    """An entry of new/ that is a symlink, FIFO, device or directory."""
+
+
+class FileTooLarge(OSError):
+    """An entry bigger than its consumer accepts."""
+
+
+class ActionDir:
+    def __init__(self, path, keep_failed=10):
+        self.path = path
+        self.new = os.path.join(path, "new")
+        self.failed = os.path.join(path, "failed")
+        self.keep_failed = keep_failed
+        for sub in ("tmp", "new", "failed"):
+            os.makedirs(os.path.join(path, sub), exist_ok=True)
+
+    def names(self):
+        """Names currently in new/, unsorted (a backlog can be large)."""
+        with os.scandir(self.new) as it:
+            for entry in it:
+                yield entry.name
+
+    def sorted_names(self):
+        return sorted(self.names())
+
+    def read(self, name, limit=None):
+        """Return the bytes of new/NAME; refuse non-regular files and files over limit."""
+        fd = os.open(os.path.join(self.new, name),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularFile("not a regular file")
+            if limit is not None and st.st_size > limit:
+                raise FileTooLarge("%d bytes, over the %d byte limit" % (st.st_size, limit))
+            chunks = []
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if limit is not None and sum(map(len, chunks)) > limit:
+                    raise FileTooLarge("grew past the %d byte limit" % limit)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def is_regular(self, name):
+        try:
+            return stat.S_ISREG(os.lstat(os.path.join(self.new, name)).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def done(self, name):
+        try:
+            os.unlink(os.path.join(self.new, name))
+        except FileNotFoundError:
+            pass
+
+    def fail(self, name, reason):
+        """Move new/NAME to failed/ with a log line; delete it if even that fails."""
+        log.error("%s: %s; moved to failed/", os.path.join(self.new, name), reason)
+        try:
+            os.replace(os.path.join(self.new, name), os.path.join(self.failed, name))
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.error("cannot move %s to failed/ (%s); deleting it", name, e.strerror)
+            self.done(name)
+            return
+        self.prune()
+
+    def prune(self):
+        """Keep only the newest keep_failed entries of failed/."""
+        try:
+            with os.scandir(self.failed) as it:
+                entries = [(e.stat(follow_symlinks=False).st_mtime_ns, e.name) for e in it]
+        except OSError as e:
+            log.warning("cannot list %s: %s", self.failed, e.strerror)
+            return
+        entries.sort(reverse=True)
+        for _, name in entries[self.keep_failed:]:
+            try:
+                path = os.path.join(self.failed, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
+            except OSError as e:
+                log.warning("cannot prune %s: %s", name, e.strerror)
+
+
+class ActionFailed(Exception):
+    """Raised by a handler: the file could not be actioned; the message says why."""
+
+
+def serve(watcher, adir, handle, limit=1024 * 1024):
+    """Hand every file arriving in adir's new/ to handle(name, data), in sorted
+    order, on the loop thread; done on return, failed/ on ActionFailed."""
+
+    def consider(name):
+        try:
+            data = adir.read(name, limit)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            adir.fail(name, e.strerror or str(e))
+            return
+        try:
+            handle(name, data)
+        except ActionFailed as e:
+            adir.fail(name, str(e))
+        else:
+            adir.done(name)
+
+    def changed(_path, names):
+        for name in sorted(adir.names()) if names is None else names:
+            consider(name)
+
+    watcher.watch(adir.new, changed)
+    changed(adir.new, None)

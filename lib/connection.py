@@ -1,0 +1,366 @@
+"""The daemon's one MQTT connection, driven from the event loop.
+
+Owns the paho client: TLS with the broker verified against the root CA
+(hostname included; there is no switch to turn that off), the client
+certificate from the certstore, ALPN on port 443, keepalive and last will,
+MQTT 3.1.1. It reconnects with exponential backoff and full jitter and
+counts failures for the supervisor policy of interface.md section 2. It
+routes incoming messages to subscribers and tells publishers when their
+message is done; it does not queue, pace or retry publishes (the
+publisher does) and knows nothing of shadows or files.
+
+paho's own network thread wakes every second; instead the event loop
+selects on paho's socket and calls loop_read/loop_write/loop_misc, with
+the next keepalive deadline as its timeout.
+"""
+
+import logging
+import random
+import ssl
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from lib.certstore import CertStoreError
+
+log = logging.getLogger("chariotd")
+
+MAX_FAILURES = 5
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 300.0
+# AWS IoT Core accepts one CONNECT per second per client id.
+BACKOFF_FLOOR = 1.0
+CONNACK_TIMEOUT = 30.0
+SUBSCRIBE_BATCH = 8  # AWS: at most 8 topic filters per SUBSCRIBE
+
+
+class ConnectionFailed(Exception):
+    """Too many connection failures in a row; the supervisor should restart us."""
+
+
+def backoff_delay(failures, rng=random):
+    """Seconds to wait before attempt number failures+1: full jitter, floored."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** failures))
+    return max(BACKOFF_FLOOR, rng.uniform(0, ceiling))
+
+
+def tls_context(cacert, certfile, keyfile, alpn=None):
+    """Client TLS context: broker verified against cacert, hostname checked."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cacert)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(certfile, keyfile)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def new_paho_client(client_id):
+    """A paho client for paho-mqtt 1.6 or 2.x; callbacks take *args either way."""
+    if hasattr(mqtt, "CallbackAPIVersion"):
+        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                           clean_session=True, protocol=mqtt.MQTTv311)
+    return mqtt.Client(client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
+
+
+def _code(rc):
+    return getattr(rc, "value", rc)
+
+
+class Connection:
+    def __init__(self, loop, clientid, cacert, certstore, keepalive=1200, will=None):
+        self._loop = loop
+        self._clientid = clientid
+        self._cacert = cacert
+        self._certstore = certstore
+        self._keepalive = keepalive
+        self._will = will
+        self.failures = 0
+        self.connected = False  # CONNACK accepted and subscriptions acknowledged
+        self._sock = None
+        self._fd = None
+        self._stopping = False
+        self._connack_timer = None
+        self._subscriptions = {}  # filter -> list of handler(topic, payload)
+        self._pending_subacks = {}  # mid -> callback once acknowledged
+        self._publishes = {}  # mid -> done(ok)
+        self._up, self._down, self._fatal = [], [], []
+        self._client = None
+
+    # -- interface for the daemon's parts ---------------------------------
+
+    def on_up(self, fn):
+        """fn() each time the connection is up and every subscription acknowledged."""
+        self._up.append(fn)
+
+    def on_down(self, fn):
+        self._down.append(fn)
+
+    def on_fatal(self, fn):
+        """fn(exception): the connection gave up (certstore unusable, too many failures)."""
+        self._fatal.append(fn)
+
+    def subscribe(self, topic_filter, handler):
+        """Route messages matching topic_filter to handler(topic, payload), for good."""
+        first = topic_filter not in self._subscriptions
+        self._subscriptions.setdefault(topic_filter, []).append(handler)
+        if first and self.connected:
+            self._send_subscribe([topic_filter], None)
+
+    def publish(self, topic, payload, qos, done):
+        """Hand one message to paho; done(ok) once acknowledged (QoS 1) or written (QoS 0).
+        Returns False when it could not even be queued (done is then not called)."""
+        if not self.connected:
+            return False
+        try:
+            info = self._client.publish(topic, payload, qos=qos)
+        except ValueError as e:
+            log.error("cannot publish to %s: %s", topic, e)
+            return False
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.error("cannot publish to %s: %s", topic, mqtt.error_string(info.rc))
+            return False
+        self._publishes[info.mid] = done
+        return True
+
+    def start(self):
+        try:
+            self._setup_client()
+        except (CertStoreError, OSError, ssl.SSLError) as e:
+            self._give_up(e)
+            return
+        self._attempt()
+
+    def stop(self, done):
+        """Disconnect cleanly (publishing the will payload first); done() after."""
+        self._stopping = True
+        if self._connack_timer:
+            self._connack_timer.cancel()
+        if not self.connected:
+            self._close()
+            done()
+            return
+        finished = []
+
+        def disconnect(_ok=True):
+            if not finished:
+                finished.append(True)
+                self._client.disconnect()
+                # paho leaves the DISCONNECT for our loop to write; flush it now
+                # so the broker sees a clean disconnect and keeps the will.
+                self._client.loop_write()
+                self._close()
+                done()
+
+        if self._will:
+            topic, payload = self._will
+            if self.publish(topic, payload, 1, disconnect):
+                self._loop.call_later(2.0, disconnect)  # the broker may never answer
+                return
+        disconnect()
+
+    # -- connecting -------------------------------------------------------
+
+    def _setup_client(self):
+        endpoint = self._certstore.endpoint()
+        cert_id = self._certstore.preferred()
+        certfile, keyfile = self._certstore.paths(cert_id)
+        self._endpoint = endpoint
+        self._cert_id = cert_id
+        c = self._client = new_paho_client(self._clientid)
+        c.tls_set_context(tls_context(self._cacert, certfile, keyfile, endpoint.alpn))
+        c.max_inflight_messages_set(100)  # AWS: at most 100 unacknowledged QoS 1
+        c.max_queued_messages_set(0)
+        if self._will:
+            c.will_set(self._will[0], self._will[1], qos=1)
+        post = self._loop.post
+        c.on_connect = lambda *a: post(self._connack, a[3])
+        c.on_disconnect = lambda *a: post(self._disconnected, _code(a[-2] if len(a) > 3
+                                                                       else a[2]))
+        c.on_publish = lambda *a: post(self._published, a[2])
+        c.on_subscribe = lambda *a: post(self._subacked, a[2], a[3])
+        c.on_message = lambda _c, _u, msg: post(self._dispatch, msg.topic, msg.payload)
+        c.on_socket_register_write = lambda *a: self._want_write(True)
+        c.on_socket_unregister_write = lambda *a: self._want_write(False)
+        c.connect_async(endpoint.host, endpoint.port, self._keepalive)
+        self._loop.add_deadline(self._keepalive_due, self._misc)
+        log.info("connecting to %s as %s with certificate %s", endpoint, self._clientid, cert_id)
+
+    def _attempt(self):
+        if self._stopping:
+            return
+        # The TCP connect and TLS handshake block, so they run off the loop
+        # thread; nothing else touches the client until they are done.
+        threading.Thread(target=self._open_socket, daemon=True).start()
+
+    def _open_socket(self):
+        try:
+            self._client.reconnect()
+        except (OSError, ssl.SSLError, ValueError) as e:
+            self._loop.post(self._socket_failed, e)
+            return
+        self._loop.post(self._socket_opened)
+
+    def _socket_failed(self, error):
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+        self._failure("cannot connect to %s: %s" % (self._endpoint, reason))
+
+    def _socket_opened(self):
+        if self._stopping:
+            self._close()
+            return
+        self._sock = self._client.socket()
+        self._fd = self._sock.fileno()
+        self._loop.add_reader(self._fd, self._readable)
+        self._want_write(self._client.want_write())
+        self._connack_timer = self._loop.call_later(CONNACK_TIMEOUT, self._connack_timeout)
+
+    def _connack_timeout(self):
+        self._connack_timer = None
+        log.error("no CONNACK from %s within %ds", self._endpoint, CONNACK_TIMEOUT)
+        self._close()
+        self._failure("no CONNACK")
+
+    def _connack(self, rc):
+        if self._connack_timer:
+            self._connack_timer.cancel()
+            self._connack_timer = None
+        if _code(rc) != 0:
+            reason = str(rc) if hasattr(rc, "value") else mqtt.connack_string(rc)
+            self._close()
+            self._failure("connection refused: %s" % reason)
+            return
+        self.failures = 0
+        log.info("connected to %s", self._endpoint)
+        filters = list(self._subscriptions)
+        if filters:
+            self._send_subscribe(filters, self._ready)
+        else:
+            self._ready()
+
+    def _ready(self):
+        self.connected = True
+        for fn in self._up:
+            fn()
+
+    def _send_subscribe(self, filters, when_acked):
+        batches = [filters[i:i + SUBSCRIBE_BATCH] for i in range(0, len(filters), SUBSCRIBE_BATCH)]
+        remaining = [len(batches)]
+
+        def acked():
+            remaining[0] -= 1
+            if remaining[0] == 0 and when_acked:
+                when_acked()
+
+        for batch in batches:
+            rc, mid = self._client.subscribe([(f, 1) for f in batch])
+            if rc == mqtt.MQTT_ERR_SUCCESS:
+                self._pending_subacks[mid] = (batch, acked)
+
+    def _subacked(self, mid, granted):
+        batch, acked = self._pending_subacks.pop(mid, (None, None))
+        if batch is None:
+            return
+        for topic_filter, g in zip(batch, granted):
+            if _code(g) >= 0x80:
+                log.error("subscription to %s refused by the broker", topic_filter)
+        acked()
+
+    # -- running ------------------------------------------------------------
+
+    def _readable(self):
+        client = self._client
+        rc = client.loop_read(100)
+        while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and \
+                getattr(self._sock, "pending", lambda: 0)():
+            rc = client.loop_read(100)
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            self._want_write(client.want_write())
+
+    def _want_write(self, wanted):
+        if self._sock is None:
+            return
+        self._loop.set_writer(self._fd, self._writable if wanted else None)
+
+    def _writable(self):
+        self._client.loop_write()
+        self._want_write(self._client.want_write())
+
+    def _keepalive_due(self):
+        if self._sock is None:
+            return None
+        # paho exposes no "next keepalive action" time; these are its own
+        # clocks (named _last_msg_in in 1.6, _last_bytes_received in 2.x).
+        c = self._client
+        last_in = getattr(c, "_last_bytes_received", None) or getattr(c, "_last_msg_in", None)
+        if last_in is None:
+            return time.monotonic() + 1.0
+        due = min(c._last_msg_out, last_in) + c._keepalive
+        if c._ping_t:
+            due = min(due, c._ping_t + c._keepalive)
+        return due
+
+    def _misc(self):
+        if self._sock is not None:
+            self._client.loop_misc()
+            self._want_write(self._sock is not None and self._client.want_write())
+
+    def _published(self, mid):
+        done = self._publishes.pop(mid, None)
+        if done:
+            done(True)
+
+    def _dispatch(self, topic, payload):
+        for topic_filter, handlers in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, topic):
+                for handler in handlers:
+                    handler(topic, payload)
+
+    # -- losing the connection ---------------------------------------------
+
+    def _disconnected(self, rc):
+        was_up = self.connected
+        had_socket = self._sock is not None
+        self._close()
+        if self._stopping or not had_socket:
+            return
+        if self._connack_timer:
+            self._connack_timer.cancel()
+            self._connack_timer = None
+        if was_up:
+            log.warning("connection to %s lost (%s); reconnecting", self._endpoint,
+                        mqtt.error_string(rc) if isinstance(rc, int) else rc)
+            self._loop.call_later(backoff_delay(0), self._attempt)
+        else:
+            self._failure("disconnected before the connection was accepted (%s)"
+                          % (mqtt.error_string(rc) if isinstance(rc, int) else rc))
+
+    def _close(self):
+        was_up = self.connected
+        self.connected = False
+        self._pending_subacks.clear()
+        if self._sock is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop.set_writer(self._fd, None)
+            self._sock = self._fd = None
+        if was_up:
+            for fn in self._down:
+                fn()
+
+    def _failure(self, reason):
+        self.failures += 1
+        log.error("%s (failure %d in a row)", reason, self.failures)
+        if self.failures > MAX_FAILURES:
+            rotated = self._certstore.rotate()
+            if rotated:
+                log.error("rotated preferred certificate from %s to %s", self._cert_id, rotated)
+            self._give_up(ConnectionFailed("%d connection failures in a row" % self.failures))
+            return
+        delay = backoff_delay(self.failures)
+        log.info("reconnecting in %.1fs", delay)
+        self._loop.call_later(delay, self._attempt)
+
+    def _give_up(self, error):
+        self._stopping = True
+        for fn in self._fatal:
+            fn(error)

@@ -1,0 +1,167 @@
+"""The one thread that owns the daemon's state.
+
+Other threads (child-process waiters, signal handlers) never touch state:
+they `post` a callable, which runs here. The loop sleeps in one `select`
+until a file descriptor is ready, an event is posted or the nearest
+deadline (a timer, the MQTT keepalive) is due, so an idle daemon does not
+wake up on a fixed tick. It knows nothing about MQTT or files.
+"""
+
+import heapq
+import itertools
+import os
+import queue
+import select
+import signal
+import time
+
+
+class Timer:
+    """A pending call; `cancel()` stops it from running."""
+
+    __slots__ = ("when", "callback", "args", "cancelled")
+
+    def __init__(self, when, callback, args):
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class EventLoop:
+    def __init__(self):
+        self._events = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._timers = []
+        self._seq = itertools.count()
+        self._readers = {}
+        self._writers = {}
+        self._deadlines = []
+        self._signals = []
+        self._signal_handlers = {}
+        self._running = False
+
+    def post(self, callback, *args):
+        """Run callback(*args) on the loop thread; safe from any thread."""
+        self._events.put((callback, args))
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full, so the loop is awake anyway
+
+    def call_later(self, delay, callback, *args):
+        timer = Timer(time.monotonic() + max(delay, 0), callback, args)
+        heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        return timer
+
+    def add_reader(self, fd, callback):
+        self._readers[fd] = callback
+
+    def remove_reader(self, fd):
+        self._readers.pop(fd, None)
+
+    def set_writer(self, fd, callback):
+        """Call callback when fd is writable; None stops watching."""
+        if callback is None:
+            self._writers.pop(fd, None)
+        else:
+            self._writers[fd] = callback
+
+    def add_deadline(self, next_due, on_due):
+        """next_due() gives a monotonic time or None; on_due() runs once it passes."""
+        self._deadlines.append((next_due, on_due))
+
+    def add_signal_handler(self, signum, callback):
+        """Run callback() on the loop thread when signum arrives."""
+        self._signal_handlers[signum] = callback
+        # The handler runs between any two bytecodes of this thread, perhaps
+        # inside Queue.get holding its lock, so it only appends and writes.
+        signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame):
+        self._signals.append(signum)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def stop(self):
+        self._running = False
+        self.post(lambda: None)
+
+    def run(self):
+        self._running = True
+        while self._running:
+            self._wait(self._timeout())
+            self._run_signals()
+            self._run_events()
+            self._run_timers()
+            self._run_deadlines()
+
+    def _run_signals(self):
+        while self._signals:
+            self._signal_handlers[self._signals.pop(0)]()
+
+    def _timeout(self):
+        if not self._events.empty() or self._signals:
+            return 0
+        due = [t for t in (f() for f, _ in self._deadlines) if t is not None]
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if self._timers:
+            due.append(self._timers[0][0])
+        if not due:
+            return None
+        return max(0.0, min(due) - time.monotonic())
+
+    def _wait(self, timeout):
+        readers = list(self._readers) + [self._wake_r]
+        writers = list(self._writers)
+        try:
+            readable, writable, _ = select.select(readers, writers, [], timeout)
+        except (OSError, ValueError):
+            # A descriptor closed under us; the owner is told through its own path.
+            return
+        for fd in readable:
+            if fd == self._wake_r:
+                _drain(fd)
+            elif fd in self._readers:
+                self._readers[fd]()
+        for fd in writable:
+            if fd in self._writers:
+                self._writers[fd]()
+
+    def _run_events(self):
+        while True:
+            try:
+                callback, args = self._events.get_nowait()
+            except queue.Empty:
+                return
+            callback(*args)
+
+    def _run_timers(self):
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.callback(*timer.args)
+
+    def _run_deadlines(self):
+        now = time.monotonic()
+        for next_due, on_due in self._deadlines:
+            due = next_due()
+            if due is not None and due <= now:
+                on_due()
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

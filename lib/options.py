@@ -1,0 +1,214 @@
+"""The command line: parse, validate, and hand back one settled Options object.
+
+Every option of the contract (interface.md section 1) is parsed and checked
+here, before anything connects, so a typo in a run script is a one-line
+error and exit status 2 rather than a daemon that half-works. This module
+does not act on any option.
+"""
+
+import argparse
+import os
+import sys
+
+VERSION = "0.1.0"
+ORDERS = ("lexical", "reverse-lexical", "newest-first", "oldest-first")
+
+# Per-directory message settings: name, converter, default.
+MESSAGE_SETTINGS = (
+    ("concurrency", "count", 10),
+    ("retries", "count", 2),
+    ("keep-failed", "count", 100),
+    ("jam-timeout", "seconds", 300.0),
+    ("order", "order", "lexical"),
+    ("topic-prefix", "text", ""),
+    ("topic-suffix", "text", ""),
+)
+LETTERHEAD_SETTINGS = (("letterhead-file", "path"), ("letterhead-generator", "text"))
+
+# AWS IoT Core's limits, a little under, so a backlog never gets silently dropped.
+DEFAULT_PUBLISH_RATE = 95
+DEFAULT_PUBLISH_BYTES_RATE = 500 * 1024
+
+
+class OptionError(Exception):
+    """A bad command line; the message names the option."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise OptionError(message)
+
+
+class MessageDir:
+    """One --messages directory and its own settings."""
+
+    def __init__(self, path):
+        self.path = path
+        self.letterhead_file = None
+        self.letterhead_generator = None
+
+    def __repr__(self):
+        return "MessageDir(%r)" % self.path
+
+
+def _build_parser():
+    p = _Parser(prog="chariotd", add_help=False, allow_abbrev=False,
+                description="Owns the device's connection to AWS IoT Core.")
+    add = p.add_argument
+    add("-h", "--help", action="store_true", help="show this help and exit")
+    add("--version", action="store_true", help="print the version and exit")
+    add("--clientid", metavar="CID", help="MQTT client id (mandatory)")
+    add("--cacert", metavar="PATH", help="root CA the broker is verified against (mandatory)")
+    add("--certstore", metavar="DIR", help="certificate store (mandatory)")
+    add("--fleetprov", metavar="FILE", help="fleet provisioning config")
+    many = {"action": "append", "default": []}
+    add("--services", metavar="THING:DIR", help="service definitions for THING's shadow", **many)
+    add("--updates", metavar="THING:DIR", help="local shadow updates for THING", **many)
+    add("--defaultshadow", metavar="THING:CMD", help="seeds a missing shadow", **many)
+    add("--empty-array-as-delete-request", action="store_true", help="treat [] like DELETE")
+    add("--messages", metavar="DIR", help="action directory of messages to publish", **many)
+    for name, kind, default in MESSAGE_SETTINGS:
+        add("--default-message-" + name, metavar=kind.upper(), help="default %s" % default)
+        add("--message-" + name, metavar="DIR:" + kind.upper(), **many)
+    for name, kind in LETTERHEAD_SETTINGS:
+        add("--default-" + name, metavar=kind.upper())
+        add("--" + name, metavar="DIR:" + kind.upper(), **many)
+    add("--subscribe-write", metavar="TOPIC:PATH", **many)
+    add("--subscribe-exec", metavar="TOPIC:CMD", **many)
+    add("--commands", metavar="DIR", help="action directory of commands")
+    add("--tunnelmappings", metavar="THING:SVC=PORT[,SVC=PORT]", **many)
+    add("--tunnelproxy", metavar="PATH", default="localproxy")
+    add("--tunnelcadir", metavar="DIR")
+    add("--keepalive", metavar="SEC", default="1200")
+    add("--last-will-topic", metavar="T")
+    add("--last-will-payload", metavar="P")
+    add("--publish-rate", metavar="N", default=str(DEFAULT_PUBLISH_RATE))
+    add("--publish-bytes-rate", metavar="B", default=str(DEFAULT_PUBLISH_BYTES_RATE))
+    add("--poll-interval", metavar="SEC", default="1")
+    add("--log-timestamps", action="store_true")
+    return p
+
+
+def usage():
+    return _build_parser().format_help()
+
+
+def parse(argv):
+    """Return an argparse namespace of settled values, or raise OptionError."""
+    ns = _build_parser().parse_args(argv)
+    if ns.help or ns.version:
+        return ns
+    for name in ("clientid", "cacert", "certstore"):
+        if not getattr(ns, name):
+            raise OptionError("--%s is mandatory" % name)
+    ns.keepalive = _number("--keepalive", ns.keepalive, integer=True, minimum=1)
+    ns.publish_rate = _number("--publish-rate", ns.publish_rate)
+    ns.publish_bytes_rate = _number("--publish-bytes-rate", ns.publish_bytes_rate)
+    ns.poll_interval = _number("--poll-interval", ns.poll_interval, minimum=0.01)
+    if bool(ns.last_will_topic) != bool(ns.last_will_payload is not None):
+        raise OptionError("--last-will-topic and --last-will-payload go together")
+    ns.services = [_thing_pair("--services", v) for v in ns.services]
+    ns.updates = [_thing_pair("--updates", v) for v in ns.updates]
+    ns.defaultshadow = dict(_thing_pair("--defaultshadow", v) for v in ns.defaultshadow)
+    ns.subscribe_write = [_pair("--subscribe-write", v) for v in ns.subscribe_write]
+    ns.subscribe_exec = [_pair("--subscribe-exec", v) for v in ns.subscribe_exec]
+    ns.tunnelmappings = dict(_tunnel_mapping(v) for v in ns.tunnelmappings)
+    ns.messages = _message_dirs(ns)
+    return ns
+
+
+def _message_dirs(ns):
+    dirs = {}
+    for path in ns.messages:
+        dirs.setdefault(_resolve(path), MessageDir(path))
+    for name, kind, default in MESSAGE_SETTINGS:
+        attr = name.replace("-", "_")
+        opt = "--default-message-" + name
+        raw = getattr(ns, "default_message_" + attr)
+        value = default if raw is None else _convert(opt, kind, raw)
+        for md in dirs.values():
+            setattr(md, attr, value)
+        for spec in getattr(ns, "message_" + attr):
+            md = _dir_of("--message-" + name, spec, dirs)
+            setattr(md, attr, _convert("--message-" + name, kind, _pair("--message-" + name,
+                                                                          spec)[1]))
+    for name, _kind in LETTERHEAD_SETTINGS:
+        attr = name.replace("-", "_")
+        default = getattr(ns, "default_" + attr)
+        specific = [(_dir_of("--" + name, s, dirs), _pair("--" + name, s)[1])
+                    for s in getattr(ns, attr)]
+        for md in dirs.values():
+            # A directory's own letterhead replaces the default one, of either kind.
+            if default is not None:
+                setattr(md, attr, default)
+        for md, value in specific:
+            md.letterhead_file = md.letterhead_generator = None
+            setattr(md, attr, value)
+    return list(dirs.values())
+
+
+def _dir_of(opt, spec, dirs):
+    path = _pair(opt, spec)[0]
+    md = dirs.get(_resolve(path))
+    if md is None:
+        raise OptionError("%s: %s is not a --messages directory" % (opt, path))
+    return md
+
+
+def _resolve(path):
+    return os.path.realpath(path)
+
+
+def _convert(opt, kind, raw):
+    if kind == "count":
+        return _number(opt, raw, integer=True)
+    if kind == "seconds":
+        return _number(opt, raw, minimum=0.001)
+    if kind == "order" and raw not in ORDERS:
+        raise OptionError("%s: unknown message order %r (one of %s)"
+                          % (opt, raw, ", ".join(ORDERS)))
+    return raw
+
+
+def _number(opt, raw, integer=False, minimum=0):
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise OptionError("%s: %r is not %s" % (opt, raw, kind)) from None
+    if not minimum <= value < float("inf"):
+        raise OptionError("%s: %r is out of range" % (opt, raw))
+    return value
+
+
+def _pair(opt, value):
+    a, sep, b = value.partition(":")
+    if not sep or not a or not b:
+        raise OptionError("%s: expected A:B, got %r" % (opt, value))
+    return a, b
+
+
+def _thing_pair(opt, value):
+    thing, rest = _pair(opt, value)
+    name, _, shadow = thing.partition("/")
+    if not name or (thing.endswith("/")) or "/" in shadow:
+        raise OptionError("%s: %r is not THING or THING/SHADOW" % (opt, thing))
+    return thing, rest
+
+
+def _tunnel_mapping(value):
+    opt = "--tunnelmappings"
+    thing, spec = _pair(opt, value)
+    mapping = {}
+    for item in spec.split(","):
+        svc, sep, port = item.partition("=")
+        if not sep or not svc or not port:
+            raise OptionError("%s: expected SVC=PORT, got %r" % (opt, item))
+        mapping[svc] = port
+    return thing, mapping
+
+
+def main_error(message):
+    """Print the one-line error and return the exit status for it."""
+    sys.stderr.write("chariotd: %s (try --help)\n" % message)
+    return 2

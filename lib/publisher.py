@@ -1,0 +1,60 @@
+"""Everything the daemon publishes goes through here, paced for AWS.
+
+AWS IoT Core silently discards publishes beyond 100 per second on a
+connection (shadow traffic included) and delays traffic beyond 512 KiB/s,
+so one pacer holds every outgoing message to `--publish-rate` and
+`--publish-bytes-rate` (a generic cell rate algorithm: each send moves a
+"next allowed" time forward). Queued messages wait while the connection is
+down and go out in order once it is up. Callers bound how much they queue
+(the message spool keeps at most its concurrency here); this module does
+not retry, reorder or read files.
+"""
+
+import collections
+import logging
+import time
+
+log = logging.getLogger("chariotd")
+
+
+class Publisher:
+    def __init__(self, loop, connection, rate, bytes_rate):
+        self._loop = loop
+        self._conn = connection
+        self._interval = 1.0 / rate if rate else 0.0
+        self._byte_time = 1.0 / bytes_rate if bytes_rate else 0.0
+        self._queue = collections.deque()
+        self._next_msg = 0.0
+        self._next_bytes = 0.0
+        self._timer = None
+        connection.on_up(self._pump)
+
+    def publish(self, topic, payload, qos, done):
+        """Queue one message; done(ok) when acknowledged (QoS 1) or written (QoS 0)."""
+        self._queue.append((topic, payload, qos, done))
+        if len(self._queue) == 1 and self._timer is None:
+            self._pump()
+
+    def __len__(self):
+        return len(self._queue)
+
+    def _pump(self):
+        self._timer = None
+        while self._queue and self._conn.connected:
+            now = time.monotonic()
+            wait = max(self._next_msg, self._next_bytes) - now
+            if wait > 0:
+                self._timer = self._loop.call_later(wait, self._pump)
+                return
+            topic, payload, qos, done = self._queue.popleft()
+            if not self._conn.publish(topic, payload, qos, done):
+                if not self._conn.connected:
+                    self._queue.appendleft((topic, payload, qos, done))
+                    return
+                done(False)
+                continue
+            # A late timer may catch up one interval, never more, so a backlog
+            # drains at the set rate without bursting past it.
+            self._next_msg = max(self._next_msg, now - self._interval) + self._interval
+            self._next_bytes = max(self._next_bytes, now - self._byte_time * 1024) + \
+                self._byte_time * len(payload)

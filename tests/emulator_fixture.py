@@ -1,0 +1,1 @@
+"""pytest fixture `emulator`: the AWS IoT Core emulator on the test broker."""
