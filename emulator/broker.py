@@ -8,6 +8,7 @@ speak MQTT.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,7 +60,7 @@ class Broker:
         self.proc = None
 
     def start(self, timeout=10):
-        self.proc = subprocess.Popen(["mosquitto", "-c", self.conf],
+        self.proc = subprocess.Popen([mosquitto_path(), "-c", self.conf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -85,6 +86,14 @@ class Broker:
     def restart(self):
         self.stop()
         return self.start()
+
+
+def mosquitto_path():
+    # Debian puts it in /usr/sbin, which is not on an ordinary user's PATH.
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+    if not found:
+        raise BrokerError("mosquitto is not installed (Debian/Ubuntu: apt-get install mosquitto)")
+    return found
 
 
 def _listening(port):

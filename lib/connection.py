@@ -63,6 +63,15 @@ def new_paho_client(client_id):
     return mqtt.Client(client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
 
 
+def describe_error(error):
+    """A short reason for a failed TCP connect or TLS handshake."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return "TLS: certificate verify failed (%s)" % error.verify_message
+    if isinstance(error, ssl.SSLError):
+        return "TLS: %s" % (error.reason or error).lower().replace("_", " ")
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
 def _code(rc):
     return getattr(rc, "value", rc)
 
@@ -202,8 +211,7 @@ class Connection:
         self._loop.post(self._socket_opened)
 
     def _socket_failed(self, error):
-        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
-        self._failure("cannot connect to %s: %s" % (self._endpoint, reason))
+        self._failure("cannot connect to %s: %s" % (self._endpoint, describe_error(error)))
 
     def _socket_opened(self):
         if self._stopping:
@@ -270,10 +278,15 @@ class Connection:
 
     def _readable(self):
         client = self._client
-        rc = client.loop_read(100)
-        while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and \
-                getattr(self._sock, "pending", lambda: 0)():
+        try:
             rc = client.loop_read(100)
+            while rc == mqtt.MQTT_ERR_SUCCESS and self._sock is not None and \
+                    getattr(self._sock, "pending", lambda: 0)():
+                rc = client.loop_read(100)
+        except (OSError, ssl.SSLError) as e:
+            # paho 1.6 lets a TLS alert (our certificate refused) escape loop_read.
+            self._disconnected(describe_error(e))
+            return
         if rc == mqtt.MQTT_ERR_SUCCESS:
             self._want_write(client.want_write())
 
@@ -283,7 +296,11 @@ class Connection:
         self._loop.set_writer(self._fd, self._writable if wanted else None)
 
     def _writable(self):
-        self._client.loop_write()
+        try:
+            self._client.loop_write()
+        except (OSError, ssl.SSLError) as e:
+            self._disconnected(describe_error(e))
+            return
         self._want_write(self._client.want_write())
 
     def _keepalive_due(self):
@@ -302,8 +319,12 @@ class Connection:
 
     def _misc(self):
         if self._sock is not None:
-            self._client.loop_misc()
-            self._want_write(self._sock is not None and self._client.want_write())
+            try:
+                self._client.loop_misc()
+            except (OSError, ssl.SSLError) as e:
+                self._disconnected(describe_error(e))
+                return
+            self._want_write(self._client.want_write())
 
     def _published(self, mid):
         done = self._publishes.pop(mid, None)
@@ -318,7 +339,10 @@ class Connection:
 
     # -- losing the connection ---------------------------------------------
 
-    def _disconnected(self, rc):
+    def _disconnected(self, reason):
+        """The socket is gone; reason is paho's code or our own text."""
+        if isinstance(reason, int):
+            reason = mqtt.error_string(reason)
         was_up = self.connected
         had_socket = self._sock is not None
         self._close()
@@ -328,12 +352,10 @@ class Connection:
             self._connack_timer.cancel()
             self._connack_timer = None
         if was_up:
-            log.warning("connection to %s lost (%s); reconnecting", self._endpoint,
-                        mqtt.error_string(rc) if isinstance(rc, int) else rc)
+            log.warning("connection to %s lost (%s); reconnecting", self._endpoint, reason)
             self._loop.call_later(backoff_delay(0), self._attempt)
         else:
-            self._failure("disconnected before the connection was accepted (%s)"
-                          % (mqtt.error_string(rc) if isinstance(rc, int) else rc))
+            self._failure("disconnected before the connection was accepted (%s)" % reason)
 
     def _close(self):
         was_up = self.connected

@@ -25,8 +25,9 @@ MESSAGE_SETTINGS = (
 )
 LETTERHEAD_SETTINGS = (("letterhead-file", "path"), ("letterhead-generator", "text"))
 
-# AWS IoT Core's limits, a little under, so a backlog never gets silently dropped.
-DEFAULT_PUBLISH_RATE = 95
+# AWS IoT Core's limits, a little under (inbound publishes count too), so a
+# backlog is never silently dropped.
+DEFAULT_PUBLISH_RATE = 97
 DEFAULT_PUBLISH_BYTES_RATE = 500 * 1024
 
 

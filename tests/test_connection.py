@@ -1,0 +1,148 @@
+"""The connection: TLS, certificates, will, signals, reconnects, supervisor policy."""
+
+import os
+import random
+import re
+import signal
+import socket
+import ssl
+import threading
+import time
+
+from process import make_certstore
+
+from lib.certstore import Endpoint
+from lib.connection import BACKOFF_CAP, BACKOFF_FLOOR, backoff_delay, tls_context
+
+
+def test_connects_stays_up_and_exits_0_on_sigterm(daemon_factory, certstore, observer, broker):
+    d = daemon_factory("--keepalive=2", "--last-will-topic=dev/status",
+                       "--last-will-payload=offline", certstore=certstore)
+    d.wait_log(r"connected to localhost:%d" % broker.tls_port)
+    # Idle for two keepalive periods: paho's pings are driven by our loop.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _pings(broker) < 2:
+        time.sleep(0.1)
+    assert _pings(broker) >= 2
+    assert d.stop() == 0
+    observer.wait_topic("dev/status")
+    marker = "marker/%d" % os.getpid()
+    observer.publish(marker, "x")
+    observer.wait_topic(marker)
+    assert [m.payload for m in observer.on("dev/status")] == [b"offline"]
+    assert "connection lost" not in d.log()
+
+
+def _pings(broker):
+    with open(broker.log) as f:
+        return f.read().count("Received PINGREQ from device-1")
+
+
+def test_sigint_exits_0(daemon_factory, certstore):
+    d = daemon_factory(certstore=certstore)
+    d.wait_log("connected to")
+    d.signal(signal.SIGINT)
+    assert d.wait_exit() == 0
+
+
+def test_last_will_after_kill_9(daemon_factory, certstore, observer):
+    d = daemon_factory("--last-will-topic=dev/will", "--last-will-payload=crashed",
+                       certstore=certstore)
+    d.wait_log("connected to")
+    d.kill()
+    assert observer.wait_topic("dev/will")[0].payload == b"crashed"
+
+
+def test_wrong_ca_is_refused(daemon_factory, certstore, rogue_pki, broker):
+    d = daemon_factory(certstore=certstore, start=False)
+    d.args = [a if not a.startswith("--cacert=") else "--cacert=" + rogue_pki.ca_cert
+              for a in d.args]
+    d.start()
+    d.wait_log("certificate verify failed")
+    assert "connected to" not in d.log()
+    assert d.stop() == 0
+
+
+def test_untrusted_certificate_rotates_preferred_and_exits(daemon_factory, tmp_path, pki,
+                                                          rogue_pki, broker):
+    good = pki.issue("device-1")
+    bad = rogue_pki.issue("device-1-rogue")
+    store = make_certstore(str(tmp_path / "store"), "localhost:%d" % broker.tls_port,
+                           [("good",) + good, ("bad",) + bad])
+    os.utime(os.path.join(store, "good"), (1000, 1000))
+    os.symlink("bad", os.path.join(store, "preferred"))
+    d = daemon_factory(certstore=store)
+    status = d.wait_exit(timeout=60)
+    assert status != 0
+    assert os.readlink(os.path.join(store, "preferred")) == "good"
+    assert len(re.findall(r"failure \d in a row", d.log())) == 6
+    d.start()  # as the supervisor would
+    d.wait_log("connected to")
+
+
+def test_no_certificate_waits_then_exits_nonzero(daemon_factory, tmp_path, broker):
+    store = make_certstore(str(tmp_path / "empty"), "localhost:%d" % broker.tls_port, [])
+    started = time.monotonic()
+    d = daemon_factory(certstore=store)
+    d.wait_log("no usable certificate")
+    assert d.wait_exit(timeout=30) != 0
+    assert time.monotonic() - started >= 9  # the supervisor must not spin
+
+
+def test_unreadable_endpoint_is_logged(daemon_factory, tmp_path, pki):
+    cert, key = pki.issue("device-1")
+    store = make_certstore(str(tmp_path / "store"), "x", [("device-1", cert, key)])
+    os.unlink(os.path.join(store, "endpoint.txt"))
+    d = daemon_factory(certstore=store)
+    d.wait_log(r"cannot read .*endpoint\.txt")
+    d.kill()
+
+
+def test_reconnects_after_broker_restart(daemon_factory, certstore, broker):
+    d = daemon_factory(certstore=certstore)
+    d.wait_log("connected to")
+    broker.restart()
+    d.wait_log("connection to .* lost")
+    d.wait_log(r"connected to[^\n]*\n(.*\n)*INFO: connected to", timeout=30)
+    assert d.stop() == 0
+
+
+def test_alpn_on_port_443(pki):
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(*pki.server)
+    server_ctx.set_alpn_protocols(["x-amzn-mqtt-ca", "mqtt"])
+    seen = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def serve():
+            conn, _ = listener.accept()
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                seen.append(tls.selected_alpn_protocol())
+
+        t = threading.Thread(target=serve)
+        t.start()
+        ctx = tls_context(pki.ca_cert, *pki.issue("device-1"), alpn=Endpoint("localhost", 443).alpn)
+        with socket.create_connection(listener.getsockname()) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            client_alpn = tls.selected_alpn_protocol()
+        t.join(5)
+    assert seen == ["x-amzn-mqtt-ca"] and client_alpn == "x-amzn-mqtt-ca"
+    assert Endpoint("localhost", 8883).alpn is None
+
+
+def test_tls_context_checks_hostname(pki):
+    ctx = tls_context(pki.ca_cert, *pki.issue("device-1"))
+    assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_backoff_is_full_jitter_within_bounds():
+    rng = random.Random(7)
+    for failures in range(12):
+        ceiling = max(BACKOFF_FLOOR, min(BACKOFF_CAP, 0.5 * 2 ** failures))
+        samples = [backoff_delay(failures, rng) for _ in range(500)]
+        assert all(BACKOFF_FLOOR <= s <= ceiling for s in samples)
+        if ceiling >= 8:
+            # Full jitter: spread over the whole range, not bunched at the top.
+            assert min(samples) < ceiling * 0.2 and max(samples) > ceiling * 0.8

@@ -1,0 +1,91 @@
+"""Command-line errors: one line on stderr naming the option, exit 2, no connection."""
+
+import subprocess
+import sys
+
+import pytest
+from process import CHARIOTD
+
+from lib import options
+
+BASE = ["--clientid=x", "--cacert=/nonexistent/ca", "--certstore=/nonexistent/store"]
+
+
+def run(args):
+    return subprocess.run([sys.executable, CHARIOTD] + args, capture_output=True, text=True,
+                          timeout=20)
+
+
+@pytest.mark.parametrize("args, mentions", [
+    ([], "--clientid"),
+    (["--clientid=x", "--cacert=ca"], "--certstore"),
+    (["--clientid=x", "--certstore=s"], "--cacert"),
+    (BASE + ["--bogus"], "--bogus"),
+    (BASE + ["--keepalive=ten"], "--keepalive"),
+    (BASE + ["--keepalive=-5"], "--keepalive"),
+    (BASE + ["--publish-rate=fast"], "--publish-rate"),
+    (BASE + ["--poll-interval=0"], "--poll-interval"),
+    (BASE + ["--services=nothing"], "--services"),
+    (BASE + ["--services=:dir"], "--services"),
+    (BASE + ["--updates=thing:"], "--updates"),
+    (BASE + ["--defaultshadow=thing/a/b:cmd"], "--defaultshadow"),
+    (BASE + ["--subscribe-write=topic"], "--subscribe-write"),
+    (BASE + ["--tunnelmappings=thing:SSH"], "--tunnelmappings"),
+    (BASE + ["--messages=/m", "--message-order=/m:sideways"], "--message-order"),
+    (BASE + ["--default-message-order=random"], "--default-message-order"),
+    (BASE + ["--messages=/m", "--message-concurrency=/m:many"], "--message-concurrency"),
+    (BASE + ["--messages=/m", "--message-retries=/other:3"], "--message-retries"),
+    (BASE + ["--default-message-jam-timeout=soon"], "--default-message-jam-timeout"),
+    (BASE + ["--last-will-topic=t"], "--last-will"),
+])
+def test_bad_option_is_one_line_and_status_2(args, mentions):
+    proc = run(args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert mentions in lines[0]
+    assert proc.stdout == ""
+
+
+def test_option_takes_separate_value_too():
+    ns = options.parse(["--clientid", "c", "--cacert", "ca", "--certstore", "s",
+                        "--keepalive", "30"])
+    assert (ns.clientid, ns.keepalive) == ("c", 30)
+
+
+def test_help_and_version():
+    helped = run(["--help"])
+    assert helped.returncode == 0 and "--certstore" in helped.stdout
+    version = run(["--version"])
+    assert version.returncode == 0 and version.stdout.startswith("chariotd ")
+
+
+def test_per_directory_options_match_by_resolved_path(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    ns = options.parse(BASE + ["--messages=%s/" % a, "--messages=%s" % b,
+                               "--default-message-concurrency=3",
+                               "--message-concurrency=%s:7" % a,
+                               "--message-topic-prefix=%s/:pre/" % b,
+                               "--message-order=%s:newest-first" % a])
+    by_path = {md.path.rstrip("/"): md for md in ns.messages}
+    assert by_path[str(a)].concurrency == 7 and by_path[str(b)].concurrency == 3
+    assert by_path[str(a)].topic_prefix == "" and by_path[str(b)].topic_prefix == "pre/"
+    assert by_path[str(a)].order == "newest-first" and by_path[str(b)].order == "lexical"
+
+
+def test_directory_letterhead_replaces_default(tmp_path):
+    ns = options.parse(BASE + ["--messages=%s" % tmp_path, "--messages=/other",
+                               "--default-letterhead-file=/lh.json",
+                               "--letterhead-generator=%s:gen" % tmp_path])
+    mine, other = ns.messages
+    assert (mine.letterhead_file, mine.letterhead_generator) == (None, "gen")
+    assert (other.letterhead_file, other.letterhead_generator) == ("/lh.json", None)
+
+
+def test_split_at_first_colon_and_named_shadows():
+    ns = options.parse(BASE + ["--services=Gw1/network:/etc/shadow.d:x",
+                               "--subscribe-exec=a/b:echo x:y",
+                               "--tunnelmappings=Gw1:SSH=22,HTTP=80"])
+    assert ns.services == [("Gw1/network", "/etc/shadow.d:x")]
+    assert ns.subscribe_exec == [("a/b", "echo x:y")]
+    assert ns.tunnelmappings == {"Gw1": {"SSH": "22", "HTTP": "80"}}
