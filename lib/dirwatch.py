@@ -9,7 +9,6 @@ module does not read or judge the files it reports.
 """
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -33,7 +32,8 @@ _MTIME_SETTLE = 2.0
 
 class _Inotify:
     def __init__(self, loop):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The running process's own symbols: works with glibc, musl and uClibc alike.
+        libc = ctypes.CDLL(None, use_errno=True)
         self._add_watch = libc.inotify_add_watch
         self._add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
         self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)

@@ -1,0 +1,1 @@
+include $(BR2_EXTERNAL_CHARIOTD_PATH)/chariotd/chariotd.mk
