@@ -1,0 +1,31 @@
+"""PLAINTEXT outfile format: the config is one string, written as it is.
+
+``dump`` accepts only a string (or None, which writes an empty file); it does
+not convert numbers or objects to text, because guessing a rendering would
+hide a wrong service definition.  ``load`` returns the text unchanged.
+No I/O.
+"""
+
+from . import FormatError
+
+NAME = "PLAINTEXT"
+
+
+def dump(cfg):
+    if cfg is None:
+        return ""
+    if not isinstance(cfg, str):
+        raise FormatError("PLAINTEXT config must be a string, not %s" % _kind(cfg))
+    return cfg
+
+
+def load(text):
+    return text
+
+
+def _kind(value):
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return type(value).__name__
