@@ -26,6 +26,28 @@ def make_certstore(directory, endpoint, certs):
     return directory
 
 
+def drop_action(directory, name, data=b""):
+    """Put a file into an action directory the way a writer must: tmp/, then rename to new/."""
+    for sub in ("tmp", "new"):
+        os.makedirs(os.path.join(directory, sub), exist_ok=True)
+    tmp = os.path.join(directory, "tmp", name)
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.rename(tmp, os.path.join(directory, "new", name))
+
+
+def wait_until(condition, timeout=10, what="condition"):
+    """Poll condition() until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.02)
+
+
 class DaemonProcess:
     """One chariotd process at a time; restartable, with its log in a file."""
 

@@ -1,0 +1,94 @@
+"""A service's outfile on disk: compare, replace atomically, read back.
+
+A new outfile is written to a temporary file in the outfile's own
+directory, flushed to disk and renamed over the old one, so a reader sees
+either the whole old file or the whole new one, and a full disk or a
+missing directory leaves the old file intact. A symlinked outfile (an /etc
+entry pointing into a writable partition, say) is replaced at the link's
+target. `/dev/null` is never written. This module knows nothing of
+formats, services or shadows.
+"""
+
+import os
+
+DEV_NULL = "/dev/null"
+READ_LIMIT = 1024 * 1024  # outfiles hold a shadow section, which AWS caps at 8 KB
+
+
+def differs(path, data):
+    """True unless the file at path holds exactly data (bytes); a missing file differs."""
+    try:
+        if os.stat(path).st_size != len(data):
+            return True
+        with open(path, "rb") as f:
+            return f.read(len(data) + 1) != data
+    except FileNotFoundError:
+        return True
+
+
+def read(path):
+    """The file's bytes, or None when it does not exist; OSError otherwise."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(READ_LIMIT)
+    except FileNotFoundError:
+        return None
+
+
+def replace(path, data):
+    """Atomically make the file at path hold data (bytes); OSError on failure,
+    with the old file untouched. An existing file's mode and owner are kept."""
+    target = os.path.realpath(path)
+    directory, name = os.path.split(target)
+    tmp = os.path.join(directory, ".%s.chariotd-%d" % (name, os.getpid()))
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    _remove(tmp)  # a leftover of a crashed predecessor with our pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o666)
+    try:
+        try:
+            if old is not None:
+                _keep_owner_and_mode(fd, old)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, target)
+    except OSError:
+        _remove(tmp)
+        raise
+    _sync_directory(directory)
+
+
+def _keep_owner_and_mode(fd, old):
+    try:
+        os.fchown(fd, old.st_uid, old.st_gid)
+    except PermissionError:
+        pass  # not root: the file stays ours, which is all we can do
+    os.fchmod(fd, old.st_mode & 0o7777)
+
+
+def _sync_directory(directory):
+    # The rename is durable only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories
+    finally:
+        os.close(fd)
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # absent, or not ours to remove: the exclusive create will say so
