@@ -88,6 +88,7 @@ class Connection:
         self.connected = False  # CONNACK accepted and subscriptions acknowledged
         self._sock = None
         self._fd = None
+        self._last_paho_error = None
         self._stopping = False
         self._connack_timer = None
         self._subscriptions = {}  # filter -> list of handler(topic, payload)
@@ -133,6 +134,7 @@ class Connection:
         return True
 
     def start(self):
+        self._loop.add_deadline(self._keepalive_due, self._misc)
         try:
             self._setup_client()
         except (CertStoreError, OSError, ssl.SSLError) as e:
@@ -143,6 +145,7 @@ class Connection:
     def stop(self, done):
         """Disconnect cleanly (publishing the will payload first); done() after."""
         self._stopping = True
+        self._loop.remove_deadline(self._misc)
         if self._connack_timer:
             self._connack_timer.cancel()
         if not self.connected:
@@ -184,15 +187,14 @@ class Connection:
             c.will_set(self._will[0], self._will[1], qos=1)
         post = self._loop.post
         c.on_connect = lambda *a: post(self._connack, a[3])
-        c.on_disconnect = lambda *a: post(self._disconnected, _code(a[-2] if len(a) > 3
-                                                                       else a[2]))
+        c.on_disconnect = lambda *a: post(self._disconnected, a[-2] if len(a) > 3 else a[2])
+        c.on_log = self._paho_log
         c.on_publish = lambda *a: post(self._published, a[2])
         c.on_subscribe = lambda *a: post(self._subacked, a[2], a[3])
         c.on_message = lambda _c, _u, msg: post(self._dispatch, msg.topic, msg.payload)
         c.on_socket_register_write = lambda *a: self._want_write(True)
         c.on_socket_unregister_write = lambda *a: self._want_write(False)
         c.connect_async(endpoint.host, endpoint.port, self._keepalive)
-        self._loop.add_deadline(self._keepalive_due, self._misc)
         log.info("connecting to %s as %s with certificate %s", endpoint, self._clientid, cert_id)
 
     def _attempt(self):
@@ -339,10 +341,20 @@ class Connection:
 
     # -- losing the connection ---------------------------------------------
 
+    def _paho_log(self, _client, _userdata, level, message):
+        # paho reports why a socket failed (a TLS alert, say) only here.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_paho_error = message
+
     def _disconnected(self, reason):
-        """The socket is gone; reason is paho's code or our own text."""
+        """The socket is gone; reason is paho's code or reason object, or our own text."""
         if isinstance(reason, int):
             reason = mqtt.error_string(reason)
+        elif not isinstance(reason, str):
+            reason = str(reason)
+        if self._last_paho_error:
+            reason = "%s: %s" % (reason, self._last_paho_error)
+            self._last_paho_error = None
         was_up = self.connected
         had_socket = self._sock is not None
         self._close()
@@ -384,5 +396,6 @@ class Connection:
 
     def _give_up(self, error):
         self._stopping = True
+        self._loop.remove_deadline(self._misc)
         for fn in self._fatal:
             fn(error)

@@ -97,6 +97,11 @@ class Daemon:
         return False
 
     def _terminate(self):
+        if self._exiting:
+            # Already on the way out (perhaps pausing so the supervisor does
+            # not spin); a signal means now, with the status already chosen.
+            self.loop.stop()
+            return
         log.info("terminating")
         self.exit(0)
 

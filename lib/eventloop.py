@@ -76,6 +76,9 @@ class EventLoop:
         """next_due() gives a monotonic time or None; on_due() runs once it passes."""
         self._deadlines.append((next_due, on_due))
 
+    def remove_deadline(self, on_due):
+        self._deadlines = [d for d in self._deadlines if d[1] != on_due]
+
     def add_signal_handler(self, signum, callback):
         """Run callback() on the loop thread when signum arrives."""
         self._signal_handlers[signum] = callback
