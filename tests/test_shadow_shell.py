@@ -1,0 +1,111 @@
+"""SHELL outfiles written from cloud desired state are safe to source:
+sh (dash), bash and BusyBox ash get exactly the stored text and run
+nothing, and keys that are not shell names refuse the change."""
+
+import os
+import shutil
+
+import pytest
+from test_shadow_helpers import (
+    SYNCED,
+    THING,
+    json_service,
+    notify_counter,
+    read_file,
+    shadow_state,
+    source_in,
+    wait_until,
+)
+
+SHELLS = [["sh"], ["bash"], ["busybox", "ash"]]
+
+
+def nasty_values(canary):
+    """Values a cloud user might send, each name -> text."""
+    return {
+        "quote": "it's 'quoted' \"twice\"",
+        "subst": "$(touch %s)" % canary,
+        "backtick": "`touch %s`" % canary,
+        "dollar": "$HOME ${PATH} $1 $$ $? $* $@",
+        "backslash": "a\\b\\\\c\\'d\\",
+        "newline": "line 1\nline 2\n\nend\n",
+        "semicolon": "x; touch %s; 'y" % canary,
+        "glob": "* ? [a-z] ~ ~root",
+        "unicode": "grüße, 世界, emoji \U0001f600, nbsp\u00a0.",
+        "empty": "",
+        "spaces": "  lead and trail  ",
+        "controls": "tab\there cr\rbell\x07",
+    }
+
+
+@pytest.fixture
+def shell_daemon(tmp_path, emulator, certstore, daemon_factory):
+    notify, runs = notify_counter(tmp_path, "console")
+    outfile = str(tmp_path / "console.rc")
+    json_service(tmp_path / "services", "console", key="console", outfile=outfile,
+                 outformat="SHELL", notifycmd=notify)
+    d = daemon_factory("--services=%s:%s" % (THING, tmp_path / "services"),
+                       certstore=certstore)
+    d.wait_log(SYNCED)
+    return d, outfile, runs
+
+
+def test_injection_strings_come_out_exactly_and_run_nothing(tmp_path, emulator, shell_daemon):
+    d, outfile, runs = shell_daemon
+    canary = str(tmp_path / "pwned")
+    values = nasty_values(canary)
+    emulator.set_desired(THING, {"console": dict(values, nested={"deep": {"er": "'$(x)'"}})})
+    d.wait_log("cleared desired console")
+    names = sorted(values)
+    expected = [values[n].encode() for n in names]
+    for shell in SHELLS:
+        if not shutil.which(shell[0]):
+            continue
+        assert source_in(shell, outfile, names) == expected, shell
+        assert source_in(shell, outfile, ["nested_deep_er"]) == [b"'$(x)'"], shell
+    # Arrays are bash arrays, which only bash can source (the contract).
+    emulator.set_desired(THING, {"console": {"list": ["a b", "it's", "$(touch %s)" % canary]}})
+    d.wait_log("(cleared desired console(.|\n)*){2}")
+    assert source_in(["bash"], outfile, ["list[0]", "list[1]", "list[2]", "quote"]) == \
+        [b"a b", b"it's", b"$(touch %s)" % canary.encode(), values["quote"].encode()]
+    assert not os.path.exists(canary)
+    assert shadow_state(emulator)["reported"]["console"]["quote"] == values["quote"]
+    wait_until(lambda: runs() == 2, what="notify")
+
+
+@pytest.mark.parametrize("bad", [
+    {"bad-key": "x"},
+    {"1st": "x"},
+    {"grüße": "x"},
+    {"a_b": "x", "a": {"b": "y"}},
+    {"nul": "a\u0000b"},
+    {"obj_in_list": [{"a": 1}]},
+])
+def test_values_a_shell_file_cannot_hold_refuse_the_change(emulator, shell_daemon, bad):
+    d, outfile, runs = shell_daemon
+    emulator.set_desired(THING, {"console": {"good": "1"}})
+    d.wait_log("cleared desired console")
+    before = read_file(outfile)
+    emulator.set_desired(THING, {"console": bad})
+    d.wait_log(r"console: delta version \d+ refused: cannot be written as SHELL: .*; "
+               r"cleared from desired")
+    wait_until(lambda: "console" not in shadow_state(emulator).get("desired", {}),
+               what="desired console cleared")
+    assert read_file(outfile) == before
+    assert shadow_state(emulator)["reported"]["console"] == {"good": "1"}
+    assert runs() == 1
+
+
+def test_plaintext_refuses_an_object(tmp_path, emulator, certstore, daemon_factory):
+    motd = str(tmp_path / "motd")
+    json_service(tmp_path / "services", "motd", key="motd", outfile=motd,
+                 outformat="PLAINTEXT", notifycmd="")
+    d = daemon_factory("--services=%s:%s" % (THING, tmp_path / "services"),
+                       certstore=certstore)
+    d.wait_log(SYNCED)
+    emulator.set_desired(THING, {"motd": "hello $(id) 'x'\n"})
+    d.wait_log("cleared desired motd")
+    emulator.set_desired(THING, {"motd": {"text": "hi"}})
+    d.wait_log(r"motd: delta version \d+ refused: cannot be written as PLAINTEXT: "
+               r"PLAINTEXT config must be a string, not an object")
+    assert read_file(motd) == "hello $(id) 'x'\n"
