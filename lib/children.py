@@ -1,19 +1,18 @@
 """Child processes that never block the event loop.
 
-`run()` starts a command, feeds it its standard input and collects its
-output on a short-lived waiter thread, kills it when it overstays its
-timeout, and posts the result back to the loop thread. Used for notify
-commands, letterhead generators, default shadows, subscribe-exec and the
-like. Process groups make sure a shell's own children die with it.
+`run()` starts a command with its standard input and output in anonymous
+temporary files, waits for it on a short-lived thread, kills it when it
+overstays its timeout, and posts the result back to the loop thread. Used
+for notify commands, letterhead generators, default shadows, subscribe-exec
+and the like. A command that times out is killed with its whole process
+group, so a shell's own children die with it.
 """
 
-import logging
 import os
 import signal
 import subprocess
+import tempfile
 import threading
-
-log = logging.getLogger("chariotd")
 
 OUTPUT_LIMIT = 1024 * 1024
 
@@ -47,31 +46,50 @@ class Result:
 
 def run(loop, command, done, stdin=b"", timeout=10, env=None, shell=True):
     """Run command (a shell string, or argv when shell=False); done(Result) on the loop."""
+    # Standard input and output are anonymous files, not pipes: a daemon the
+    # command starts may keep them open for ever, and the command's end must
+    # not wait for that (nor may a child that never reads block our writer).
     try:
-        proc = subprocess.Popen(command, shell=shell, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                start_new_session=True, close_fds=True)
+        files = [tempfile.TemporaryFile() for _ in range(3)]  # noqa: SIM115 (closed by _wait)
     except OSError as e:
+        loop.post(done, Result(error="cannot make temporary files: %s" % e.strerror))
+        return None
+    files[0].write(stdin)
+    files[0].seek(0)
+    try:
+        proc = subprocess.Popen(command, shell=shell, stdin=files[0], stdout=files[1],
+                                stderr=files[2], env=env, start_new_session=True,
+                                close_fds=True)
+    except OSError as e:
+        _close(files)
         loop.post(done, Result(error="cannot start: %s" % (e.strerror or e)))
         return None
-    threading.Thread(target=_wait, args=(loop, proc, stdin, timeout, done),
-                     daemon=True).start()
+    threading.Thread(target=_wait, args=(loop, proc, files, timeout, done), daemon=True).start()
     return proc
 
 
-def _wait(loop, proc, stdin, timeout, done):
+def _wait(loop, proc, files, timeout, done):
+    timed_out = False
     try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-        result = Result(proc.returncode, out[:OUTPUT_LIMIT], err[-4096:])
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        kill_group(proc)
-        out, err = proc.communicate()
-        result = Result(proc.returncode, out[:OUTPUT_LIMIT], err[-4096:], timed_out=True)
-    except OSError as e:
+        timed_out = True
         kill_group(proc)
         proc.wait()
-        result = Result(proc.returncode, error="i/o with the command failed: %s" % e.strerror)
-    loop.post(done, result)
+    out = _read(files[1], OUTPUT_LIMIT)
+    err = _read(files[2], None)[-4096:]
+    _close(files)
+    loop.post(done, Result(proc.returncode, out, err, timed_out=timed_out))
+
+
+def _read(f, limit):
+    f.seek(0)
+    return f.read() if limit is None else f.read(limit)
+
+
+def _close(files):
+    for f in files:
+        f.close()
 
 
 def kill_group(proc, sig=signal.SIGKILL):
