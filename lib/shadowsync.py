@@ -114,7 +114,7 @@ def _load_services(directories):
 class _Request:
     """A get or update awaiting its answer, or a shadow being created."""
 
-    __slots__ = ("kind", "token", "timer", "reported", "clear", "files")
+    __slots__ = ("kind", "token", "timer", "reported", "clear", "files", "creates")
 
     def __init__(self, kind):
         self.kind = kind
@@ -123,6 +123,7 @@ class _Request:
         self.reported = {}
         self.clear = set()
         self.files = []
+        self.creates = False
 
 
 class ShadowSync:
@@ -141,6 +142,7 @@ class ShadowSync:
         self.extra = {}  # keys without a service (update files): the value to report
         self.clear = set()  # handled desired keys, to be nulled by the next update
         self.synced = False  # the first fetch since start has been handled
+        self.creating = False  # a missing shadow is to be created by the next update
         self.version = 0  # newest document or delta version handled
         self.early_delta = None
         self.request = None
@@ -177,11 +179,13 @@ class ShadowSync:
         req.reported = self._changed_reported()
         req.clear, self.clear = self.clear, set()
         req.files = self.updates.pending()
-        if not req.reported and not req.clear:
+        req.creates, self.creating = self.creating, False
+        if not req.reported and not req.clear and not req.creates:
             self.updates.finish(req.files)
             return
         state = {"desired": dict.fromkeys(req.clear)} if req.clear else {}
-        if req.reported:
+        if req.reported or req.creates:
+            # Even with nothing to report, the update is what creates the shadow.
             state["reported"] = req.reported
         self._send(req, {"state": state})
 
@@ -233,6 +237,7 @@ class ShadowSync:
             req.timer.cancel()
         self.request = None
         self.clear |= req.clear
+        self.creating |= req.creates
 
     def _connection_lost(self):
         self.version = 0  # what happened meanwhile is unknown; the next document is the truth
@@ -296,7 +301,9 @@ class ShadowSync:
         for key in [k for k, v in self.extra.items() if shadowdoc.equal(self.reported.get(k), v)]:
             del self.extra[key]
         self.updates.finish(req.files)
-        done = ["reported " + ", ".join(sorted(req.reported))] if req.reported else []
+        done = ["created it"] if req.creates else []
+        if req.reported:
+            done.append("reported " + ", ".join(sorted(req.reported)))
         if req.clear:
             done.append("cleared desired " + ", ".join(sorted(req.clear)))
         log.info("shadow %s: %s", self.thing, "; ".join(done))
@@ -432,6 +439,7 @@ class ShadowSync:
                 log.error("shadow %s: %s: config for the new shadow not applied: %s",
                           self.thing, key, e)
         self.reported = {}
+        self.creating = True
         # Local updates not yet reported win over the seed.
         self.extra = dict({k: v for k, v in seed.items() if k not in self.services}, **self.extra)
         if first:

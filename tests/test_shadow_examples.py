@@ -8,7 +8,7 @@ import stat
 import subprocess
 
 import pytest
-from test_shadow_helpers import SYNCED, THING, read_file, shadow_state, source_in, wait_until
+from test_shadow_helpers import THING, read_file, shadow_state, source_in, wait_synced, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA admin@example.com"
@@ -34,7 +34,7 @@ def demo():
 def test_console_and_ssh_examples(demo, emulator, certstore, daemon_factory):
     d = daemon_factory("--services=%s:%s" % (THING, os.path.join(demo, "services")),
                        certstore=certstore)
-    d.wait_log(SYNCED)
+    wait_synced(d)
     assert "services console, ssh" in d.log()
     emulator.set_desired(THING, {
         "console": {"enabled": True, "tty": "ttyS0", "baud": 115200},

@@ -11,6 +11,14 @@ PREFIX = "$aws/things/%s/shadow" % THING
 SYNCED = r"shadow \S+: synced"
 
 
+def wait_synced(d):
+    """Wait for the first fetch, and for a missing shadow's creation to be accepted,
+    so that a test's own changes come after it."""
+    d.wait_log(SYNCED)
+    if "does not exist; creating it" in d.log():
+        d.wait_log(r"shadow \S+: created it")
+
+
 def write_file(path, text, mode=None):
     with open(path, "w") as f:
         f.write(text)

@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 from test_shadow_helpers import (
-    SYNCED,
     THING,
     json_service,
     notify_counter,
     read_file,
     shadow_state,
     source_in,
+    wait_synced,
     wait_until,
 )
 
@@ -46,7 +46,7 @@ def shell_daemon(tmp_path, emulator, certstore, daemon_factory):
                  outformat="SHELL", notifycmd=notify)
     d = daemon_factory("--services=%s:%s" % (THING, tmp_path / "services"),
                        certstore=certstore)
-    d.wait_log(SYNCED)
+    wait_synced(d)
     return d, outfile, runs
 
 
@@ -102,7 +102,7 @@ def test_plaintext_refuses_an_object(tmp_path, emulator, certstore, daemon_facto
                  outformat="PLAINTEXT", notifycmd="")
     d = daemon_factory("--services=%s:%s" % (THING, tmp_path / "services"),
                        certstore=certstore)
-    d.wait_log(SYNCED)
+    wait_synced(d)
     emulator.set_desired(THING, {"motd": "hello $(id) 'x'\n"})
     d.wait_log("cleared desired motd")
     emulator.set_desired(THING, {"motd": {"text": "hi"}})
