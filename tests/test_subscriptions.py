@@ -95,13 +95,15 @@ def test_exec_flood_is_bounded_and_dropped_messages_are_logged(tmp_path, certsto
     # The first run blocks until the test opens the gate, so the rest pile up.
     command = "while [ ! -e %s ]; do sleep 0.02; done; cat >> %s; echo >> %s" % (gate, out, out)
     d = daemon_factory("--subscribe-exec=cloud/flood:%s" % command, certstore=certstore)
-    d.wait_log("connected to")
-    for i in range(30):
-        observer.publish("cloud/flood", b"m%02d" % i)
-    # 1 running + 10 waiting; the other 19 are dropped, each with a line.
-    wait_until(lambda: d.log().count("message on cloud/flood dropped") == 19,
-               what="19 dropped-message lines")
-    gate.touch()
+    try:
+        d.wait_log("connected to")
+        for i in range(30):
+            observer.publish("cloud/flood", b"m%02d" % i)
+        # 1 running + 10 waiting; the other 19 are dropped, each with a line.
+        wait_until(lambda: d.log().count("message on cloud/flood dropped") == 19,
+                   what="19 dropped-message lines")
+    finally:
+        gate.touch()  # never leave the blocked command spinning
     wait_until(lambda: read(out).count(b"\n") == 11, what="11 runs")
     assert read(out).split() == [b"m%02d" % i for i in range(11)]
     assert d.log().count("dropped") == 19
