@@ -6,6 +6,8 @@ import os
 import subprocess
 import time
 
+from process import wait_until  # noqa: F401 (re-exported for the shadow tests)
+
 THING = "Gw1"
 PREFIX = "$aws/things/%s/shadow" % THING
 SYNCED = r"shadow \S+: synced"
@@ -61,17 +63,6 @@ def drop_update(directory, name, text):
 def device_updates(emulator, prefix=PREFIX):
     """The update requests the device published, as parsed JSON."""
     return [m.json() for m in emulator.on(prefix + "/update")]
-
-
-def wait_until(predicate, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(0.02)
 
 
 def assert_quiet(emulator, counters=(), seconds=3.0, prefix=PREFIX):
