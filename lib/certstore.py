@@ -9,7 +9,6 @@ the owner only. It never logs or returns key or certificate contents.
 
 import logging
 import os
-import tempfile
 
 log = logging.getLogger("chariotd")
 
@@ -130,6 +129,8 @@ class CertStore:
 
     def add(self, cert_id, cert_pem, key_pem):
         """Store a new certificate entry atomically (directory 0700, key 0600)."""
+        import tempfile  # rarely needed; not worth its memory at start-up
+
         final = os.path.join(self.path, cert_id)
         tmpdir = tempfile.mkdtemp(prefix=".new-", dir=self.path)
         try:

@@ -10,8 +10,6 @@ group, so a shell's own children die with it.
 
 import os
 import signal
-import subprocess
-import tempfile
 import threading
 
 OUTPUT_LIMIT = 1024 * 1024
@@ -46,6 +44,10 @@ class Result:
 
 def run(loop, command, done, stdin=b"", timeout=10, env=None, shell=True):
     """Run command (a shell string, or argv when shell=False); done(Result) on the loop."""
+    # Imported here: about 0.5 MB a daemon that never spawns anything keeps.
+    import subprocess
+    import tempfile
+
     # Standard input and output are anonymous files, not pipes: a daemon the
     # command starts may keep them open for ever, and the command's end must
     # not wait for that (nor may a child that never reads block our writer).
@@ -69,6 +71,8 @@ def run(loop, command, done, stdin=b"", timeout=10, env=None, shell=True):
 
 
 def _wait(loop, proc, files, timeout, done):
+    import subprocess
+
     timed_out = False
     try:
         proc.wait(timeout)

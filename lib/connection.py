@@ -20,9 +20,8 @@ import ssl
 import threading
 import time
 
-import paho.mqtt.client as mqtt
-
 from lib.certstore import CertStoreError
+from lib.mqttlib import mqtt
 
 log = logging.getLogger("chariotd")
 
