@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PY1 := $(VENV1)/bin/python
 APT_PACKAGES := mosquitto busybox openssl
 # The tests that exercise paho directly, run again against paho-mqtt 1.6.
-PAHO1_TESTS := tests/test_connection.py tests/test_messages.py tests/test_subscriptions.py
+PAHO1_TESTS := tests/test_connection.py tests/test_messages.py tests/test_messages_delivery.py tests/test_subscriptions.py
 
 .PHONY: all test test-paho1 lint demo bench tools clean
 

@@ -7,6 +7,7 @@ them: deleted when actioned, moved to `failed/` (pruned to a keep count)
 when not. What a file means is its consumer's business.
 """
 
+import errno
 import logging
 import os
 import stat
@@ -42,8 +43,17 @@ class ActionDir:
 
     def read(self, name, limit=None):
         """Return the bytes of new/NAME; refuse non-regular files and files over limit."""
-        fd = os.open(os.path.join(self.new, name),
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return self.read_with_stat(name, limit)[0]
+
+    def read_with_stat(self, name, limit=None):
+        """(bytes, os.stat_result) of new/NAME, as read() checks them."""
+        try:
+            fd = os.open(os.path.join(self.new, name),
+                         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+                raise NotRegularFile("not a regular file") from None
+            raise
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -58,7 +68,7 @@ class ActionDir:
                 chunks.append(chunk)
                 if limit is not None and sum(map(len, chunks)) > limit:
                     raise FileTooLarge("grew past the %d byte limit" % limit)
-            return b"".join(chunks)
+            return b"".join(chunks), st
         finally:
             os.close(fd)
 

@@ -7,12 +7,13 @@ deadline (a timer, the MQTT keepalive) is due, so an idle daemon does not
 wake up on a fixed tick. It knows nothing about MQTT or files.
 """
 
+import collections
 import heapq
 import itertools
 import os
-import queue
 import select
 import signal
+import threading
 import time
 
 
@@ -33,7 +34,8 @@ class Timer:
 
 class EventLoop:
     def __init__(self):
-        self._events = queue.Queue()
+        self._events = collections.deque()  # append and popleft are thread-safe
+        self._thread = None  # the loop thread's ident, once running
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -48,7 +50,9 @@ class EventLoop:
 
     def post(self, callback, *args):
         """Run callback(*args) on the loop thread; safe from any thread."""
-        self._events.put((callback, args))
+        self._events.append((callback, args))
+        if threading.get_ident() == self._thread:
+            return  # the loop runs its events before it sleeps again
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
@@ -99,6 +103,7 @@ class EventLoop:
 
     def run(self):
         self._running = True
+        self._thread = threading.get_ident()
         while self._running:
             self._wait(self._timeout())
             self._run_signals()
@@ -111,7 +116,7 @@ class EventLoop:
             self._signal_handlers[self._signals.pop(0)]()
 
     def _timeout(self):
-        if not self._events.empty() or self._signals:
+        if self._events or self._signals:
             return 0
         due = [t for t in (f() for f, _ in self._deadlines) if t is not None]
         while self._timers and self._timers[0][2].cancelled:
@@ -142,8 +147,8 @@ class EventLoop:
     def _run_events(self):
         while True:
             try:
-                callback, args = self._events.get_nowait()
-            except queue.Empty:
+                callback, args = self._events.popleft()
+            except IndexError:
                 return
             callback(*args)
 

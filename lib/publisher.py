@@ -5,12 +5,15 @@ connection (shadow traffic included) and delays traffic beyond 512 KiB/s,
 so one pacer holds every outgoing message to `--publish-rate` and
 `--publish-bytes-rate` (a generic cell rate algorithm: each send moves a
 "next allowed" time forward). Queued messages wait while the connection is
-down and go out in order once it is up. Callers bound how much they queue
+down and go out in order once it is up, led by any QoS 0 message paho had
+not written yet when it went down. Callers bound how much they queue
 (the message spool keeps at most its concurrency here); this module does
 not retry, reorder or read files.
 """
 
 import collections
+import functools
+import itertools
 import logging
 import time
 
@@ -27,7 +30,10 @@ class Publisher:
         self._next_msg = 0.0
         self._next_bytes = 0.0
         self._timer = None
+        self._unwritten = {}  # key -> queued message: QoS 0 handed to paho, not yet written
+        self._keys = itertools.count()
         connection.on_up(self._pump)
+        connection.on_down(self._requeue_unwritten)
 
     def publish(self, topic, payload, qos, done):
         """Queue one message; done(ok) when acknowledged (QoS 1) or written (QoS 0)."""
@@ -46,15 +52,32 @@ class Publisher:
             if wait > 0:
                 self._timer = self._loop.call_later(wait, self._pump)
                 return
-            topic, payload, qos, done = self._queue.popleft()
+            message = self._queue.popleft()
+            topic, payload, qos, done = message
+            if qos == 0:
+                key = next(self._keys)
+                done = functools.partial(self._written, key)
             if not self._conn.publish(topic, payload, qos, done):
                 if not self._conn.connected:
-                    self._queue.appendleft((topic, payload, qos, done))
+                    self._queue.appendleft(message)
                     return
-                done(False)
+                message[3](False)
                 continue
+            if qos == 0:
+                self._unwritten[key] = message
             # A late timer may catch up one interval, never more, so a backlog
             # drains at the set rate without bursting past it.
             self._next_msg = max(self._next_msg, now - self._interval) + self._interval
             self._next_bytes = max(self._next_bytes, now - self._byte_time * 1024) + \
                 self._byte_time * len(payload)
+
+    def _written(self, key, ok):
+        message = self._unwritten.pop(key, None)
+        if message is not None:
+            message[3](ok)
+
+    def _requeue_unwritten(self):
+        # paho drops the QoS 0 packets it has not written yet when the
+        # connection is lost, and says nothing; they go out first once it is back.
+        self._queue.extendleft(reversed(list(self._unwritten.values())))
+        self._unwritten.clear()
