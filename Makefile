@@ -54,6 +54,7 @@ demo: tools $(VENV)/.stamp
 
 bench: tools $(VENV)/.stamp
 	$(PY) tests/bench/bench_messages.py
+	$(PY) tests/bench/bench_idle.py
 
 clean:
 	rm -rf $(VENV) $(VENV1) .pytest_cache .ruff_cache .hypothesis
