@@ -27,15 +27,12 @@ import zlib
 
 from lib import children
 from lib.actiondir import ActionDir
+from lib.publisher import PAYLOAD_LIMIT, TOPIC_BYTES_LIMIT, TOPIC_SLASH_LIMIT
 from lib.spoolindex import SpoolIndex
 
 log = logging.getLogger("chariotd")
 
 FILE_LIMIT = 1024 * 1024  # a message file bigger than this is refused unread
-# AWS IoT Core's limits (aws-iot-core.md 1.6).
-PAYLOAD_LIMIT = 128 * 1024
-TOPIC_BYTES_LIMIT = 256
-TOPIC_SLASH_LIMIT = 7
 BASIC_INGEST = "$aws/rules/"  # its "$aws/rules/RULE/" prefix is not counted
 GENERATOR_TIMEOUT = 5
 RESCAN_SHARE = 0.1  # most of the time that looking at all of new/ again may take

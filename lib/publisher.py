@@ -19,6 +19,12 @@ import time
 
 log = logging.getLogger("chariotd")
 
+# AWS IoT Core's limits on what may be published (aws-iot-core.md 1.6); a
+# client that publishes a bigger payload is disconnected.
+PAYLOAD_LIMIT = 128 * 1024
+TOPIC_BYTES_LIMIT = 256
+TOPIC_SLASH_LIMIT = 7
+
 
 class Publisher:
     def __init__(self, loop, connection, rate, bytes_rate):

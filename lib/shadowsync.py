@@ -62,6 +62,7 @@ import os
 
 from lib import children, formats, shadowdoc
 from lib.actiondir import ActionFailed
+from lib.publisher import PAYLOAD_LIMIT
 from lib.services import load_services
 from lib.servicestate import ChangeFailed, ChangeRefused, ServiceState
 from lib.updatefiles import UpdateFiles
@@ -72,7 +73,6 @@ RESPONSE_TIMEOUT = 15.0
 RETRY_FIRST = 2.0
 RETRY_CAP = 300.0
 DEFAULTSHADOW_TIMEOUT = 10
-MAX_PAYLOAD = 128 * 1024  # AWS disconnects a client that publishes more
 
 _DOING = {"get": "fetch", "update": "update", "create": "creating the shadow:"}
 _TOKEN_PREFIX = "chariotd-" + os.urandom(4).hex()
@@ -199,7 +199,7 @@ class ShadowSync:
         body["clientToken"] = req.token
         payload = json.dumps(body, separators=(",", ":")).encode()
         self.request = req
-        if len(payload) > MAX_PAYLOAD:
+        if len(payload) > PAYLOAD_LIMIT:
             self._failed(req, "is %d bytes, over AWS's message size limit" % len(payload))
             return
         topic = self.prefix + ("/get" if req.kind == "get" else "/update")

@@ -21,6 +21,7 @@ import logging
 import os
 
 from lib import children
+from lib.publisher import TOPIC_BYTES_LIMIT
 
 log = logging.getLogger("chariotd")
 
@@ -53,7 +54,7 @@ def start(daemon):
 
 def valid_topic_filter(topic_filter):
     """True when `#` is alone in the last level and `+` alone in its level."""
-    if "\0" in topic_filter or len(topic_filter.encode()) > 256:
+    if "\0" in topic_filter or len(topic_filter.encode()) > TOPIC_BYTES_LIMIT:
         return False
     levels = topic_filter.split("/")
     for i, level in enumerate(levels):
