@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import stat
+import weakref
 
 log = logging.getLogger("chariotd")
 
@@ -31,6 +32,25 @@ class ActionDir:
         self.keep_failed = keep_failed
         for sub in ("tmp", "new", "failed"):
             os.makedirs(os.path.join(path, sub), exist_ok=True)
+        self._open_new()
+
+    def _open_new(self):
+        # Entries of new/ are opened, stat'ed and deleted relative to it: no
+        # path to join and walk for each file of a busy spool.
+        self._new_fd = os.open(self.new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._close_new = weakref.finalize(self, os.close, self._new_fd)
+
+    def refresh(self):
+        """Follow new/ if it was removed and made again since it was opened; a
+        caller about to list the whole directory calls this first."""
+        try:
+            st = os.stat(self.new)
+        except OSError:
+            return
+        held = os.fstat(self._new_fd)
+        if (st.st_ino, st.st_dev) != (held.st_ino, held.st_dev):
+            self._close_new()
+            self._open_new()
 
     def names(self):
         """Names currently in new/, unsorted (a backlog can be large)."""
@@ -48,8 +68,8 @@ class ActionDir:
     def read_with_stat(self, name, limit=None):
         """(bytes, os.stat_result) of new/NAME, as read() checks them."""
         try:
-            fd = os.open(os.path.join(self.new, name),
-                         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=self._new_fd)
         except OSError as e:
             if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
                 raise NotRegularFile("not a regular file") from None
@@ -74,13 +94,17 @@ class ActionDir:
 
     def is_regular(self, name):
         try:
-            return stat.S_ISREG(os.lstat(os.path.join(self.new, name)).st_mode)
+            return stat.S_ISREG(self.lstat(name).st_mode)
         except FileNotFoundError:
             return False
 
+    def lstat(self, name):
+        """os.lstat of new/NAME."""
+        return os.lstat(name, dir_fd=self._new_fd)
+
     def done(self, name):
         try:
-            os.unlink(os.path.join(self.new, name))
+            os.unlink(name, dir_fd=self._new_fd)
         except FileNotFoundError:
             pass
 

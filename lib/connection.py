@@ -71,6 +71,24 @@ def describe_error(error):
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
+class _LastPahoError(logging.Handler):
+    # paho reports why a socket failed (a TLS alert, say) only in its log.
+    def __init__(self, connection):
+        super().__init__(logging.ERROR)
+        self._connection = connection
+
+    def emit(self, record):
+        self._connection._last_paho_error = record.getMessage()
+
+
+def _paho_error_logger(connection):
+    """A logger of paho's errors for connection, outside the logging tree: its
+    level makes paho skip formatting the debug lines."""
+    logger = logging.Logger("chariotd.paho", logging.ERROR)
+    logger.addHandler(_LastPahoError(connection))
+    return logger
+
+
 def _code(rc):
     return getattr(rc, "value", rc)
 
@@ -88,6 +106,8 @@ class Connection:
         self._sock = None
         self._fd = None
         self._last_paho_error = None
+        self._paho_errors = _paho_error_logger(self)
+        self._flush_posted = False
         self._stopping = False
         self._connack_timer = None
         self._subscriptions = {}  # filter -> list of handler(topic, payload)
@@ -187,11 +207,12 @@ class Connection:
         post = self._loop.post
         c.on_connect = lambda *a: post(self._connack, a[3])
         c.on_disconnect = lambda *a: post(self._disconnected, a[-2] if len(a) > 3 else a[2])
-        c.on_log = self._paho_log
+        # Not on_log: paho would format a debug line for every packet for it.
+        c.enable_logger(self._paho_errors)
         c.on_publish = lambda *a: post(self._published, a[2])
         c.on_subscribe = lambda *a: post(self._subacked, a[2], a[3])
         c.on_message = lambda _c, _u, msg: post(self._dispatch, msg.topic, msg.payload)
-        c.on_socket_register_write = lambda *a: self._want_write(True)
+        c.on_socket_register_write = lambda *a: self._write_soon()
         c.on_socket_unregister_write = lambda *a: self._want_write(False)
         c.connect_async(endpoint.host, endpoint.port, self._keepalive)
         log.info("connecting to %s as %s with certificate %s", endpoint, self._clientid, cert_id)
@@ -296,6 +317,22 @@ class Connection:
             return
         self._loop.set_writer(self._fd, self._writable if wanted else None)
 
+    def _write_soon(self):
+        """paho has a packet to write: write it once the current events are
+        handled (they may add more) instead of one more trip through select;
+        the socket nearly always has room. If not, select reports when it has."""
+        if self._sock is None:
+            return
+        self._want_write(True)
+        if not self._flush_posted:
+            self._flush_posted = True
+            self._loop.post(self._flush)
+
+    def _flush(self):
+        self._flush_posted = False
+        if self._sock is not None and self._client.want_write():
+            self._writable()
+
     def _writable(self):
         try:
             self._client.loop_write()
@@ -339,11 +376,6 @@ class Connection:
                     handler(topic, payload)
 
     # -- losing the connection ---------------------------------------------
-
-    def _paho_log(self, _client, _userdata, level, message):
-        # paho reports why a socket failed (a TLS alert, say) only here.
-        if level == mqtt.MQTT_LOG_ERR:
-            self._last_paho_error = message
 
     def _disconnected(self, reason):
         """The socket is gone; reason is paho's code or reason object, or our own text."""

@@ -42,6 +42,11 @@ COMPRESSORS = {
 }
 
 
+# What json.dumps(payload, separators=(",", ":"), ensure_ascii=False) would
+# build on every call.
+_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 class BadMessage(Exception):
     """A message that cannot be sent; the text says why, for the log line."""
 
@@ -135,6 +140,7 @@ class Spool:
         self._pump()
 
     def _discover_all(self):
+        self._adir.refresh()
         with os.scandir(self._adir.new) as entries:
             for entry in entries:
                 name = entry.name
@@ -144,7 +150,7 @@ class Spool:
     def _discover(self, name):
         """Read a new file once for its place in the order; failed/ if it is bad."""
         try:
-            st = os.lstat(self._path(name))
+            st = self._adir.lstat(name)
             if not stat.S_ISREG(st.st_mode):
                 raise BadMessage("not a regular file")  # so it is never opened
             priority, slot = _priority_of(self._load(name)[0])
@@ -158,6 +164,7 @@ class Spool:
     def _listing(self):
         """(name, mtime_ns) of every entry of new/; mtime only when the order needs it."""
         by_mtime = self._index.backlog.by_mtime
+        self._adir.refresh()
         with os.scandir(self._adir.new) as entries:
             for entry in entries:
                 if not by_mtime:
@@ -288,7 +295,7 @@ class Spool:
             if isinstance(payload, str):
                 data = payload.encode("utf-8")
             else:
-                data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+                data = _PAYLOAD_ENCODER.encode(payload).encode()
         except UnicodeEncodeError:
             raise BadMessage("payload is not valid UTF-8 text") from None
         except RecursionError:
@@ -350,7 +357,7 @@ class Spool:
     def _replaced(self, sending):
         """Whether new/NAME is now another file than the one read (not when it is gone)."""
         try:
-            st = os.lstat(self._path(sending.name))
+            st = self._adir.lstat(sending.name)
         except FileNotFoundError:
             return False
         return (st.st_ino, st.st_dev, st.st_mtime_ns) != sending.identity
@@ -404,6 +411,8 @@ def _priority_of(doc):
     return priority, slot
 
 
+# A spool's messages mostly share a few topics: check each once.
+@functools.lru_cache(maxsize=256)
 def topic_problem(topic):
     """Why AWS IoT Core would refuse to publish to topic, or None."""
     if not topic:

@@ -52,30 +52,42 @@ class Publisher:
 
     def _pump(self):
         self._timer = None
+        paced = self._interval or self._byte_time  # unpaced: no clock to read per message
         while self._queue and self._conn.connected:
-            now = time.monotonic()
-            wait = max(self._next_msg, self._next_bytes) - now
-            if wait > 0:
-                self._timer = self._loop.call_later(wait, self._pump)
-                return
-            message = self._queue.popleft()
-            topic, payload, qos, done = message
-            if qos == 0:
-                key = next(self._keys)
-                done = functools.partial(self._written, key)
-            if not self._conn.publish(topic, payload, qos, done):
-                if not self._conn.connected:
-                    self._queue.appendleft(message)
+            if paced:
+                now = time.monotonic()
+                wait = max(self._next_msg, self._next_bytes) - now
+                if wait > 0:
+                    self._timer = self._loop.call_later(wait, self._pump)
                     return
+            message = self._queue.popleft()
+            if self._send(message):
+                if paced:
+                    self._paced(now, len(message[1]))
+            elif not self._conn.connected:
+                self._queue.appendleft(message)
+                return
+            else:
                 message[3](False)
-                continue
-            if qos == 0:
-                self._unwritten[key] = message
-            # A late timer may catch up one interval, never more, so a backlog
-            # drains at the set rate without bursting past it.
-            self._next_msg = max(self._next_msg, now - self._interval) + self._interval
-            self._next_bytes = max(self._next_bytes, now - self._byte_time * 1024) + \
-                self._byte_time * len(payload)
+
+    def _send(self, message):
+        """Hand message to the connection; False if it would not take it."""
+        topic, payload, qos, done = message
+        if qos == 0:
+            key = next(self._keys)
+            done = functools.partial(self._written, key)
+        if not self._conn.publish(topic, payload, qos, done):
+            return False
+        if qos == 0:
+            self._unwritten[key] = message
+        return True
+
+    def _paced(self, now, size):
+        # A late timer may catch up one interval, never more, so a backlog
+        # drains at the set rate without bursting past it.
+        self._next_msg = max(self._next_msg, now - self._interval) + self._interval
+        self._next_bytes = max(self._next_bytes, now - self._byte_time * 1024) + \
+            self._byte_time * size
 
     def _written(self, key, ok):
         message = self._unwritten.pop(key, None)
