@@ -7,6 +7,7 @@ import time
 import zlib
 
 import pytest
+from process import wait_until  # noqa: F401 (the other message tests import it from here)
 
 H = 3600
 
@@ -27,17 +28,6 @@ def drop(directory, name, doc=None, raw=None, mtime=None):
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
     os.rename(tmp, os.path.join(directory, "new", name))
-
-
-def wait_until(condition, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
 
 
 def listing(directory, sub):
