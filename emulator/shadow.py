@@ -4,7 +4,7 @@
 returns the messages AWS IoT Core would publish in answer, as a list of
 (topic, payload dict). It keeps documents in memory, timestamps them from
 an injectable clock and applies AWS's rules for merging, metadata, delta,
-versions and errors (see /work/shared/reference/aws-iot-core.md section 2;
+versions and errors (see the reference, aws-iot-core.md section 2;
 where that is unclear, the source of a rule is named beside it).
 
 It does not talk to a broker, persist anything, limit request rates (429),

@@ -1,6 +1,6 @@
 """Device Shadow emulation: the ShadowService class directly, then through mosquitto.
 
-Test vectors are the examples of /work/shared/reference/aws-iot-core.md
+Test vectors are the examples of the AWS reference summary (aws-iot-core.md)
 section 2 (captured from the live service by AWS's Python SDK samples).
 """
 
