@@ -58,9 +58,6 @@ class ActionDir:
             for entry in it:
                 yield entry.name
 
-    def sorted_names(self):
-        return sorted(self.names())
-
     def read(self, name, limit=None):
         """Return the bytes of new/NAME; refuse non-regular files and files over limit."""
         return self.read_with_stat(name, limit)[0]
@@ -80,23 +77,18 @@ class ActionDir:
                 raise NotRegularFile("not a regular file")
             if limit is not None and st.st_size > limit:
                 raise FileTooLarge("%d bytes, over the %d byte limit" % (st.st_size, limit))
-            chunks = []
+            chunks, size = [], 0
             while True:
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     break
                 chunks.append(chunk)
-                if limit is not None and sum(map(len, chunks)) > limit:
+                size += len(chunk)
+                if limit is not None and size > limit:
                     raise FileTooLarge("grew past the %d byte limit" % limit)
             return b"".join(chunks), st
         finally:
             os.close(fd)
-
-    def is_regular(self, name):
-        try:
-            return stat.S_ISREG(self.lstat(name).st_mode)
-        except FileNotFoundError:
-            return False
 
     def lstat(self, name):
         """os.lstat of new/NAME."""
