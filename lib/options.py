@@ -48,9 +48,6 @@ class MessageDir:
         self.letterhead_file = None
         self.letterhead_generator = None
 
-    def __repr__(self):
-        return "MessageDir(%r)" % self.path
-
 
 def _build_parser():
     p = _Parser(prog="chariotd", add_help=False, allow_abbrev=False,
