@@ -77,16 +77,20 @@ class ActionDir:
                 raise NotRegularFile("not a regular file")
             if limit is not None and st.st_size > limit:
                 raise FileTooLarge("%d bytes, over the %d byte limit" % (st.st_size, limit))
-            chunks, size = [], 0
+            # One byte more than fstat said: a file that is still that size is
+            # read, and its end seen, in one call; otherwise read on to the end.
+            data = os.read(fd, st.st_size + 1)
+            if len(data) == st.st_size:
+                return data, st
+            chunks, size = [data], len(data)
             while True:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
                 if limit is not None and size > limit:
                     raise FileTooLarge("grew past the %d byte limit" % limit)
-            return b"".join(chunks), st
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return b"".join(chunks), st
+                chunks.append(chunk)
+                size += len(chunk)
         finally:
             os.close(fd)
 

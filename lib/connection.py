@@ -32,6 +32,7 @@ BACKOFF_CAP = 300.0
 BACKOFF_FLOOR = 1.0
 CONNACK_TIMEOUT = 30.0
 SUBSCRIBE_BATCH = 8  # AWS: at most 8 topic filters per SUBSCRIBE
+JOIN_LIMIT = 16384  # bytes of queued packets joined into one write: one TLS record
 
 
 class ConnectionFailed(Exception):
@@ -89,6 +90,51 @@ def _paho_error_logger(connection):
     return logger
 
 
+def _acted_on_when_written(packet):
+    """Whether paho does something once this queued packet is written: reports
+    a QoS 0 PUBLISH as published, closes after DISCONNECT."""
+    command = packet["command"] & 0xF0
+    return command == mqtt.DISCONNECT or (command == mqtt.PUBLISH and packet["qos"] == 0)
+
+
+def join_packets(queue, keep_head):
+    """Join runs of paho's queued packets (its `_out_packet` deque) into one each,
+    so that a burst of publishes costs one TLS record and one send() instead of
+    one per packet: less CPU, and 29 fewer bytes on the air per message.
+
+    A run ends with a packet paho acts on once written; the joined packet
+    carries that packet's command, mid and info, so paho still acts on it,
+    and only once all of it is written. keep_head leaves the first packet
+    as it is: a TLS write that could not finish must be retried unchanged.
+    """
+    if len(queue) < 2:
+        return
+    packets = list(queue)
+    queue.clear()
+    if keep_head:
+        queue.append(packets.pop(0))
+    run, size = [], 0
+    for packet in packets:
+        data = packet["packet"][packet["pos"]:]
+        if run and size + len(data) > JOIN_LIMIT:
+            queue.append(_joined(run))
+            run, size = [], 0
+        run.append((packet, data))
+        size += len(data)
+        if _acted_on_when_written(packet):
+            queue.append(_joined(run))
+            run, size = [], 0
+    if run:
+        queue.append(_joined(run))
+
+
+def _joined(run):
+    if len(run) == 1:
+        return run[0][0]
+    data = b"".join(data for _packet, data in run)
+    return dict(run[-1][0], packet=data, pos=0, to_process=len(data))
+
+
 def _code(rc):
     return getattr(rc, "value", rc)
 
@@ -108,6 +154,7 @@ class Connection:
         self._last_paho_error = None
         self._paho_errors = _paho_error_logger(self)
         self._flush_posted = False
+        self._write_blocked = False  # the last write left data behind
         self._stopping = False
         self._connack_timer = None
         self._subscriptions = {}  # filter -> list of handler(topic, payload)
@@ -334,12 +381,15 @@ class Connection:
             self._writable()
 
     def _writable(self):
+        client = self._client
+        join_packets(client._out_packet, self._write_blocked)
         try:
-            self._client.loop_write()
+            client.loop_write()
         except (OSError, ssl.SSLError) as e:
             self._disconnected(describe_error(e))
             return
-        self._want_write(self._client.want_write())
+        self._write_blocked = client.want_write()
+        self._want_write(self._write_blocked)
 
     def _keepalive_due(self):
         if self._sock is None:
@@ -408,6 +458,7 @@ class Connection:
             self._loop.remove_reader(self._fd)
             self._loop.set_writer(self._fd, None)
             self._sock = self._fd = None
+        self._write_blocked = False
         if was_up:
             for fn in self._down:
                 fn()

@@ -8,11 +8,20 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 
 from process import make_certstore
 
 from lib.certstore import Endpoint
-from lib.connection import BACKOFF_CAP, BACKOFF_FLOOR, backoff_delay, tls_context
+from lib.connection import (
+    BACKOFF_CAP,
+    BACKOFF_FLOOR,
+    JOIN_LIMIT,
+    backoff_delay,
+    join_packets,
+    tls_context,
+)
+from lib.mqttlib import mqtt
 
 
 def test_connects_stays_up_and_exits_0_on_sigterm(daemon_factory, certstore, observer, broker):
@@ -146,3 +155,60 @@ def test_backoff_is_full_jitter_within_bounds():
         if ceiling >= 8:
             # Full jitter: spread over the whole range, not bunched at the top.
             assert min(samples) < ceiling * 0.2 and max(samples) > ceiling * 0.8
+
+
+def _packet(command, mid, qos, data, pos=0):
+    # The shape of an entry of paho's _out_packet queue (1.6 and 2.x).
+    return {"command": command, "mid": mid, "qos": qos, "pos": pos,
+            "to_process": len(data) - pos, "packet": data, "info": "info-%d" % mid}
+
+
+def _publish(mid, qos=1, size=10):
+    return _packet(mqtt.PUBLISH | (qos << 1), mid, qos, bytes([mid % 256]) * size)
+
+
+def test_queued_qos1_publishes_are_written_as_one():
+    queue = deque([_publish(1), _publish(2), _publish(3)])
+    join_packets(queue, keep_head=False)
+    assert len(queue) == 1
+    joined = queue[0]
+    assert joined["packet"] == b"\x01" * 10 + b"\x02" * 10 + b"\x03" * 10
+    assert (joined["pos"], joined["to_process"]) == (0, 30)
+    assert (joined["mid"], joined["qos"], joined["info"]) == (3, 1, "info-3")
+
+
+def test_a_packet_paho_acts_on_when_written_ends_a_run():
+    disconnect = _packet(mqtt.DISCONNECT, 0, 0, b"\xe0\x00")
+    queue = deque([_publish(1), _publish(2, qos=0), _publish(3), _publish(4, qos=0),
+                   _publish(5), disconnect])
+    join_packets(queue, keep_head=False)
+    # Each QoS 0 publish and the DISCONNECT still come last in their write, so
+    # paho reports each publish written, and closes, only once all of it is.
+    assert [(p["mid"], p["qos"], len(p["packet"])) for p in queue] == \
+        [(2, 0, 20), (4, 0, 20), (0, 0, 12)]
+    assert queue[2]["command"] == mqtt.DISCONNECT
+
+
+def test_an_unfinished_write_is_retried_unchanged():
+    head = _publish(1, size=100)
+    head["pos"], head["to_process"] = 40, 60
+    queue = deque([head, _publish(2), _publish(3)])
+    join_packets(queue, keep_head=True)
+    assert queue[0] is head and head["pos"] == 40
+    assert [p["mid"] for p in queue] == [1, 3]
+
+
+def test_an_unwritten_remainder_is_joined_from_its_position():
+    head = _publish(1, size=100)
+    head["pos"], head["to_process"] = 40, 60
+    queue = deque([head, _publish(2)])
+    join_packets(queue, keep_head=False)
+    assert queue[0]["packet"] == b"\x01" * 60 + b"\x02" * 10
+
+
+def test_joined_writes_stay_under_the_limit():
+    size = JOIN_LIMIT // 3
+    queue = deque(_publish(mid, size=size) for mid in range(1, 8))
+    join_packets(queue, keep_head=False)
+    assert [len(p["packet"]) for p in queue] == [3 * size, 3 * size, size]
+    assert all(p["to_process"] == len(p["packet"]) for p in queue)
