@@ -111,6 +111,7 @@ class Spool:
     # -- finding files ------------------------------------------------------
 
     def _changed(self, _path, names):
+        just_read = None
         if names is None:
             self._rescan()
         else:
@@ -119,8 +120,11 @@ class Spool:
                     continue  # replaced while being sent: noticed when it is done
                 if name in self._index.known:
                     self._index.forget(name)  # replaced while waiting: classify it anew
-                self._discover(name)
-        self._pump()
+                loaded = self._discover(name)
+                if loaded is not None:
+                    just_read = (name, loaded)
+        # A file that arrives while the spool keeps up goes out in this turn: read once.
+        self._pump(just_read)
 
     def _rescan(self):
         """Look at the whole of new/ again (polling, inotify overflow), but with a
@@ -148,18 +152,20 @@ class Spool:
                     self._discover(name)
 
     def _discover(self, name):
-        """Read a new file once for its place in the order; failed/ if it is bad."""
+        """Read a new file for its place in the order (failed/ if it is bad); return
+        what was read, (doc, stat), or None."""
         try:
-            st = self._adir.lstat(name)
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(self._adir.lstat(name).st_mode):
                 raise BadMessage("not a regular file")  # so it is never opened
-            priority, slot = _priority_of(self._load(name)[0])
+            doc, st = self._load(name)
+            priority, slot = _priority_of(doc)
         except FileNotFoundError:
-            return
+            return None
         except BadMessage as e:
             self._adir.fail(name, str(e))
-            return
+            return None
         self._index.add(name, st.st_mtime_ns, priority, slot)
+        return doc, st
 
     def _listing(self):
         """(name, mtime_ns) of every entry of new/; mtime only when the order needs it."""
@@ -196,7 +202,9 @@ class Spool:
 
     # -- sending --------------------------------------------------------------
 
-    def _pump(self):
+    def _pump(self, just_read=None):
+        """Send while slots are free; just_read is (name, (doc, stat)) of a file
+        read in this turn of the loop, so not to be read again."""
         if self._stopped or not self._connection.connected:
             return
         while len(self._sending) < self._settings.concurrency:
@@ -205,12 +213,14 @@ class Spool:
             taken = self._index.take()
             if taken is None:
                 break
-            self._send(*taken)
+            name, was_prioritised = taken
+            loaded = just_read[1] if just_read and just_read[0] == name else None
+            self._send(name, was_prioritised, loaded)
         self._watch_jam()
 
-    def _send(self, name, was_prioritised):
+    def _send(self, name, was_prioritised, loaded=None):
         try:
-            doc, st = self._load(name)
+            doc, st = loaded or self._load(name)
         except FileNotFoundError:
             self._index.finished(name)  # someone else removed it
             return

@@ -21,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,33 +120,31 @@ class Bench:
     # -- (b) ------------------------------------------------------------------
 
     def throughput(self):
-        """Best of three rounds (the figures are wall-clock; the machine may be busy),
-        and the CPU time each spends per message."""
+        """Five rounds of the four runs; figures are medians, and each ratio is the
+        median of the ratios within a round (the machine's speed drifts between
+        rounds: the runs of one round are seconds apart)."""
         count = 1000 if self.quick else 5000
         rounds = [(self.bare_paho(count), self.paho_files(count), self.daemon_backlog(count),
-                   self.daemon_burst(count)) for _ in range(3)]
-        bare, files, at_start, burst = ([r[i] for r in rounds] for i in range(4))
+                   self.daemon_burst(count)) for _ in range(5)]
 
-        def best(results):
-            return max(rate for rate, _cpu in results), min(cpu for _rate, cpu in results)
+        def figures(i):
+            return "%.0f, %.0f us" % (statistics.median(r[i][0] for r in rounds),
+                                      statistics.median(r[i][1] for r in rounds))
 
-        (bare_rate, bare_cpu), (files_rate, files_cpu), (start_rate, start_cpu), \
-            (burst_rate, burst_cpu) = best(bare), best(files), best(at_start), best(burst)
-        self.row("(b) bare paho, window %d, TLS: msg/s, CPU/msg" % WINDOW,
-                 "%.0f, %.0f us" % (bare_rate, bare_cpu), "", True)
-        self.row("(b) bare paho reading and deleting the files: msg/s, CPU/msg",
-                 "%.0f, %.0f us" % (files_rate, files_cpu), "", True)
-        self.row("(b)   ratio of the two (the cost of files alone)",
-                 "%.2f" % (files_rate / bare_rate), "", True)
-        for what, rate, cpu in (("%d backlog at start-up" % count, start_rate, start_cpu),
-                                ("burst of %d into running daemon" % count, burst_rate,
-                                 burst_cpu)):
-            self.row("(b) daemon, %s: msg/s, CPU/msg" % what, "%.0f, %.0f us" % (rate, cpu),
-                     "", True)
-            self.row("(b)   ratio daemon/bare paho", "%.2f" % (rate / bare_rate), ">= 0.8",
-                     rate / bare_rate >= 0.8)
-            self.row("(b)   ratio daemon/paho with files", "%.2f" % (rate / files_rate), "",
-                     True)
+        def ratio(i, reference):
+            return statistics.median(r[i][0] / r[reference][0] for r in rounds)
+
+        self.row("(b) bare paho, window %d, TLS: msg/s, CPU/msg" % WINDOW, figures(0), "", True)
+        self.row("(b) bare paho reading and deleting the files: msg/s, CPU/msg", figures(1),
+                 "", True)
+        self.row("(b)   ratio of the two (the cost of files alone)", "%.2f" % ratio(1, 0), "",
+                 True)
+        for i, what in ((2, "%d backlog at start-up" % count),
+                        (3, "burst of %d into running daemon" % count)):
+            self.row("(b) daemon, %s: msg/s, CPU/msg" % what, figures(i), "", True)
+            self.row("(b)   ratio daemon/bare paho", "%.2f" % ratio(i, 0), ">= 0.8",
+                     ratio(i, 0) >= 0.8)
+            self.row("(b)   ratio daemon/paho with files", "%.2f" % ratio(i, 1), "", True)
 
     def bare_paho(self, count):
         """The same messages from a bare paho client in its own process."""
