@@ -169,7 +169,7 @@ class Spool:
 
     def _listing(self):
         """(name, mtime_ns) of every entry of new/; mtime only when the order needs it."""
-        by_mtime = self._index.backlog.by_mtime
+        by_mtime = self._index.by_mtime
         self._adir.refresh()
         with os.scandir(self._adir.new) as entries:
             for entry in entries:
@@ -414,11 +414,18 @@ def _priority_of(doc):
     slot = doc.get("priority_slot")
     if priority is not None and (isinstance(priority, bool) or
                                  not isinstance(priority, (int, float)) or
-                                 not math.isfinite(priority)):
+                                 not _finite(priority)):
         raise BadMessage("priority %s is not a number" % json.dumps(priority)[:50])
     if slot is not None and not isinstance(slot, str):
         raise BadMessage("priority_slot %s is not a string" % json.dumps(slot)[:50])
     return priority, slot
+
+
+def _finite(number):
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
 
 
 # A spool's messages mostly share a few topics: check each once.

@@ -11,11 +11,11 @@ Memory per waiting message:
 - every message: an 8-byte digest of its name (`NameSet`), so that a
   directory rescan can tell the files it has already classified from new
   ones without reading them again;
-- prioritised messages: a heap entry and a dict entry (~250 bytes), since
-  they are expected to be few (a slot keeps only its newest prioritised);
-- unprioritised backlog: nothing beyond the digest, except for the next
-  `WINDOW` names in send order (`Backlog`, ~150 bytes each). When the window
-  runs dry the spool lists the directory again and the index keeps the
+- prioritised messages: 24 more bytes, the digest with its priority and
+  mtime (`PriorityTable`), since their place in the order is in the file;
+- the next `WINDOW` messages in send order of each kind, prioritised and
+  unprioritised (`Window`, ~150 bytes each). When a window runs dry while
+  more wait, the spool lists the directory again and the index keeps the
   next `WINDOW` of them (one listing per WINDOW messages sent).
 
 This module does no I/O; the spool reads the files and lists the directory.
@@ -27,8 +27,8 @@ import heapq
 import sys
 from array import array
 
-WINDOW = 4096  # backlog names held in memory, in send order
-FOLD_AT = 4096  # pending additions and removals before they are folded into the array
+WINDOW = 4096  # messages of each kind held in memory, in send order
+FOLD_AT = 4096  # pending changes before they are folded into the arrays
 
 
 def _blake2b_digest(name):
@@ -37,8 +37,8 @@ def _blake2b_digest(name):
 
 
 # 64 bits: among 100,000 names a collision is a one-in-a-billion event, and
-# would only make a new file look already classified (sent without its
-# priority). A str caches its hash(), but it has only 32 bits on armv7.
+# would only put a file out of its place in the order (or make a new file look
+# already classified). A str caches its hash(), but it has only 32 bits on armv7.
 _digest = hash if sys.hash_info.width >= 64 else _blake2b_digest
 
 
@@ -88,6 +88,50 @@ class NameSet:
         self._added, self._removed = set(), set()
 
 
+class PriorityTable:
+    """name -> (priority, mtime_ns) by 8-byte name digest: three sorted arrays,
+    plus a dict of recent changes (None for a removal) folded in now and then.
+    Priorities are kept as floats."""
+
+    def __init__(self):
+        self._digests = array("q")
+        self._priorities = array("d")
+        self._mtimes = array("q")
+        self._changes = {}  # digest -> (priority, mtime_ns), or None once removed
+
+    def get(self, name):
+        digest = _digest(name)
+        if digest in self._changes:
+            return self._changes[digest]
+        i = bisect.bisect_left(self._digests, digest)
+        if i < len(self._digests) and self._digests[i] == digest:
+            return self._priorities[i], self._mtimes[i]
+        return None
+
+    def set(self, name, priority, mtime_ns):
+        self._changes[_digest(name)] = (priority, mtime_ns)
+        self._fold_if_due()
+
+    def discard(self, name):
+        self._changes[_digest(name)] = None
+        self._fold_if_due()
+
+    def _fold_if_due(self):
+        if len(self._changes) < FOLD_AT:
+            return
+        changes = self._changes
+        kept = (row for row in zip(self._digests, self._priorities, self._mtimes)
+                if row[0] not in changes)
+        changed = sorted((digest,) + value for digest, value in changes.items()
+                         if value is not None)
+        self._digests, self._priorities, self._mtimes = array("q"), array("d"), array("q")
+        for digest, priority, mtime_ns in heapq.merge(kept, changed):
+            self._digests.append(digest)
+            self._priorities.append(priority)
+            self._mtimes.append(mtime_ns)
+        self._changes = {}
+
+
 # Sort keys of the unprioritised backlog; reverse-lexical is lexical taken from the far end.
 _ORDER_KEYS = {
     "lexical": lambda name, mtime_ns: name,
@@ -97,77 +141,75 @@ _ORDER_KEYS = {
 }
 
 
-class Backlog:
-    """The unprioritised messages in send order: the first `size` of them in
-    a sorted list; when more wait, only the fact (`complete` is False).
+class Window:
+    """The first `size` of a set of messages in key order, as (key, name) in a
+    sorted list; when more of the set wait, only the fact (`complete` is False).
+    `reverse` takes them from the far end of the key order instead.
 
-    Invariant: when not complete, every backlog file whose key is on the near
-    side of the window's far end is in the window.
+    Invariant: when not complete, every message of the set whose key is on
+    the near side of the window's far end is in the window.
     """
 
-    def __init__(self, order, size=WINDOW):
-        self._key = _ORDER_KEYS[order]
-        self._reverse = order == "reverse-lexical"
-        self.by_mtime = order in ("oldest-first", "newest-first")
+    def __init__(self, size, reverse=False):
         self._size = size
-        self._window = []  # (key, name), ascending by key
+        self._reverse = reverse
+        self._items = []  # (key, name), ascending by key
         self.complete = True
 
     def __len__(self):
-        return len(self._window)
+        return len(self._items)
 
     @property
     def needs_refill(self):
-        return not self._window and not self.complete
+        return not self._items and not self.complete
 
-    def add(self, name, mtime_ns):
-        item = (self._key(name, mtime_ns), name)
-        if not self.complete and (not self._window or self._beyond(item)):
+    def add(self, key, name):
+        item = (key, name)
+        if not self.complete and (not self._items or self._beyond(item)):
             return  # on disk; a refill finds it in its turn
-        bisect.insort(self._window, item)
-        if len(self._window) > self._size:
+        bisect.insort(self._items, item)
+        if len(self._items) > self._size:
             self._drop_far_end()
 
     def pop(self):
-        """The next name to send, or None."""
-        if not self._window:
+        """The name of the next message, or None."""
+        if not self._items:
             return None
-        return (self._window.pop() if self._reverse else self._window.pop(0))[1]
+        return (self._items.pop() if self._reverse else self._items.pop(0))[1]
 
     def remove(self, name):
-        for i, (_key, held) in enumerate(self._window):
+        for i, (_key, held) in enumerate(self._items):
             if held == name:
-                del self._window[i]
+                del self._items[i]
                 return
 
-    def refill(self, listing, admit):
-        """Keep the first `size` of the files in listing ((name, mtime_ns) pairs) that
-        admit(name) says belong to the backlog."""
-        self._window = []
+    def start_refill(self):
+        self._items = []
         self.complete = True
-        for name, mtime_ns in listing:
-            item = (self._key(name, mtime_ns), name)
-            # Beyond the horizon first: it is the cheaper test, and most fail it.
-            if not self.complete and self._beyond(item) or not admit(name):
-                continue
-            self._window.append(item)
-            if len(self._window) >= 2 * self._size:
-                self._trim()
-        self._trim()
 
-    def _trim(self):
-        self._window.sort()
-        while len(self._window) > self._size:
+    def offer(self, key, name):
+        """During a refill: a message of the set, found on disk."""
+        item = (key, name)
+        # Beyond the horizon first: it is the cheaper test, and most fail it.
+        if not self.complete and self._beyond(item):
+            return
+        self._items.append(item)
+        if len(self._items) >= 2 * self._size:
+            self.end_refill()
+
+    def end_refill(self):
+        self._items.sort()
+        while len(self._items) > self._size:
             self._drop_far_end()
 
     def _beyond(self, item):
-        return item < self._window[0] if self._reverse else item > self._window[-1]
+        return item < self._items[0] if self._reverse else item > self._items[-1]
 
     def _drop_far_end(self):
         if self._reverse:
-            del self._window[0]
+            del self._items[0]
         else:
-            self._window.pop()
+            self._items.pop()
         self.complete = False
 
 
@@ -180,10 +222,13 @@ class SpoolIndex:
 
     def __init__(self, order, window=WINDOW):
         self.known = NameSet()  # every name added and not finished or forgotten
-        self.backlog = Backlog(order, window)
-        self._prioritised = {}  # name -> (priority, mtime_ns, slot)
-        self._heap = []  # (priority, mtime_ns, name); entries not in _prioritised are stale
+        self.by_mtime = order in ("oldest-first", "newest-first")
+        self._key = _ORDER_KEYS[order]
+        self.backlog = Window(window, reverse=order == "reverse-lexical")
+        self._prioritised = PriorityTable()  # the waiting prioritised messages
+        self._urgent = Window(window)  # the first of them, keyed (priority, mtime_ns, name)
         self._slots = {}  # slot -> (mtime_ns, name) of its newest message, waiting or taken
+        self._slot_of = {}  # name -> slot, of those newest messages
         self._taken = {}  # name -> slot (or None) of the messages being sent
 
     def __len__(self):
@@ -192,7 +237,7 @@ class SpoolIndex:
 
     @property
     def needs_refill(self):
-        return self.backlog.needs_refill
+        return self._urgent.needs_refill or (not self._urgent and self.backlog.needs_refill)
 
     def add(self, name, mtime_ns, priority=None, slot=None):
         """A file found in new/: priority is a number or None, slot a string or None."""
@@ -200,30 +245,28 @@ class SpoolIndex:
         if slot is not None:
             holder = self._slots.get(slot)
             if holder is not None and holder > (mtime_ns, name):
-                priority = slot = None  # an older message of the slot: backlog
+                slot = None  # an older message of the slot: backlog
+                priority = None
             else:
                 if holder is not None:
                     self._demote(holder[1])
                 self._slots[slot] = (mtime_ns, name)
+                self._slot_of[name] = slot
                 if priority is None:
                     priority = 1
         if priority is None:
-            self.backlog.add(name, mtime_ns)
+            self.backlog.add(self._key(name, mtime_ns), name)
             return
-        self._prioritised[name] = (priority, mtime_ns, slot)
-        heapq.heappush(self._heap, (priority, mtime_ns, name))
-        if len(self._heap) > 2 * len(self._prioritised) + 64:
-            self._rebuild_heap()
+        self._prioritised.set(name, priority, mtime_ns)
+        self._urgent.add((priority, mtime_ns, name), name)
 
     def take(self):
         """(name, was_prioritised) of the next message to send, or None."""
-        while self._heap:
-            priority, mtime_ns, name = heapq.heappop(self._heap)
-            entry = self._prioritised.get(name)
-            if entry is not None and entry[:2] == (priority, mtime_ns):
-                del self._prioritised[name]
-                self._taken[name] = entry[2]
-                return name, True
+        name = self._urgent.pop()
+        if name is not None:
+            self._prioritised.discard(name)
+            self._taken[name] = self._slot_of.get(name)
+            return name, True
         name = self.backlog.pop()
         if name is None:
             return None
@@ -233,33 +276,52 @@ class SpoolIndex:
     def finished(self, name):
         """A taken message is done with (deleted, failed, or gone)."""
         slot = self._taken.pop(name, None)
-        if slot is not None and self._slots.get(slot, (None, None))[1] == name:
-            del self._slots[slot]
+        if slot is not None:
+            self._release_slot(slot, name)
         self.known.discard(name)
 
     def forget(self, name):
         """A waiting message vanished or was replaced: drop every trace of it."""
-        entry = self._prioritised.pop(name, None)
-        if entry is not None:
-            slot = entry[2]
-            if slot is not None and self._slots.get(slot, (None, None))[1] == name:
-                del self._slots[slot]
+        if self._prioritised.get(name) is not None:
+            self._prioritised.discard(name)
+            self._urgent.remove(name)
+            slot = self._slot_of.get(name)
+            if slot is not None:
+                self._release_slot(slot, name)
         else:
             self.backlog.remove(name)
         self.known.discard(name)
 
     def refill(self, listing):
-        """Refill the backlog window from listing: (name, mtime_ns) of every file in new/."""
-        self.backlog.refill(listing, self._in_backlog)
+        """Refill the windows that ran dry from listing: (name, mtime_ns) of every
+        file in new/ (mtime_ns only when the backlog's order needs it)."""
+        windows = [w for w in (self._urgent, self.backlog) if w.needs_refill]
+        for window in windows:
+            window.start_refill()
+        urgent = self._urgent in windows
+        backlog = self.backlog in windows
+        for name, mtime_ns in listing:
+            if name in self._taken:
+                continue
+            if urgent or backlog:
+                entry = self._prioritised.get(name)
+                if entry is not None:
+                    if urgent:
+                        self._urgent.offer(entry + (name,), name)
+                elif backlog and name in self.known:
+                    self.backlog.offer(self._key(name, mtime_ns), name)
+        for window in windows:
+            window.end_refill()
 
-    def _in_backlog(self, name):
-        return name not in self._taken and name not in self._prioritised and name in self.known
+    def _release_slot(self, slot, name):
+        if self._slots.get(slot, (None, None))[1] == name:
+            del self._slots[slot]
+        self._slot_of.pop(name, None)
 
     def _demote(self, name):
-        entry = self._prioritised.pop(name, None)
+        entry = self._prioritised.get(name)
         if entry is not None:  # still waiting (a taken one is already on its way)
-            self.backlog.add(name, entry[1])
-
-    def _rebuild_heap(self):
-        self._heap = [(p, m, name) for name, (p, m, _slot) in self._prioritised.items()]
-        heapq.heapify(self._heap)
+            self._prioritised.discard(name)
+            self._urgent.remove(name)
+            self.backlog.add(self._key(name, entry[1]), name)
+        self._slot_of.pop(name, None)

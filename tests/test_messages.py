@@ -137,6 +137,8 @@ def test_bad_files_go_to_failed_with_a_reason_and_the_rest_goes_on(tmp_path, cer
         "qos-text": (b'{"topic": "t", "payload": 1, "qos": "1"}', "is not 0 or 1"),
         "priority-text": (b'{"topic": "t", "payload": 1, "priority": "high"}',
                           "priority \"high\" is not a number"),
+        "priority-huge": (b'{"topic": "t", "payload": 1, "priority": 1' + b"0" * 400 + b"}",
+                          "0 is not a number"),
         "slot-number": (b'{"topic": "t", "payload": 1, "priority_slot": 3}',
                         "priority_slot 3 is not a string"),
         "payload-big": (json.dumps({"topic": "t", "payload": "x" * (128 * 1024 + 1)}).encode(),

@@ -1,5 +1,5 @@
 """The spool's ordering index on its own: the order of interface.md section 6,
-a bounded backlog window refilled from directory listings, compact name sets."""
+bounded windows refilled from directory listings, compact name and priority tables."""
 
 import itertools
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.spoolindex import Backlog, NameSet, SpoolIndex
+from lib.spoolindex import NameSet, PriorityTable, SpoolIndex, Window
 
 H = 3600 * 10**9  # one hour in ns
 EXAMPLE = [  # interface.md section 6: name, mtime, priority, slot
@@ -91,12 +91,39 @@ def test_forget_removes_a_waiting_message():
     assert "a" not in index.known and len(index) == 0
 
 
-def test_stale_heap_entries_do_not_pile_up():
+def test_a_rewritten_slot_keeps_one_prioritised_message():
     index = SpoolIndex("lexical")
     for i in range(10000):  # a status slot rewritten while offline
         index.add("s%05d" % i, i, None, "status")
-    assert len(index._heap) < 200
+    assert len(index._urgent) == 1
     assert index.take() == ("s09999", True)
+    assert index.take() == ("s00000", False)
+
+
+def test_prioritised_window_refills_in_priority_order():
+    index = SpoolIndex("lexical", window=3)
+    messages = [("p%02d" % i, 1000 - i, i % 4) for i in range(20)]  # name, mtime, priority
+    for name, mtime, priority in messages:
+        index.add(name, mtime, priority)
+    index.add("plain", 0)
+    assert len(index._urgent) == 3
+    expected = [name for _p, _m, name in sorted((p, m, n) for n, m, p in messages)]
+    listing = [(name, 0) for name, _m, _p in messages] + [("plain", 0)]
+    assert drain(index, listing) == expected + ["plain"]
+
+
+def test_priority_table():
+    table = PriorityTable()
+    for i in range(10000):
+        table.set("file-%d" % i, i % 3, i)
+    assert table.get("file-9999") == (0, 9999) and table.get("file-10000") is None
+    for i in range(0, 10000, 2):
+        table.discard("file-%d" % i)
+    assert table.get("file-2") is None and table.get("file-3") == (0, 3)
+    table.set("file-2", 7.5, 1)
+    assert table.get("file-2") == (7.5, 1)
+    assert all((table.get("file-%d" % i) is None) == (i % 2 == 0 and i != 2)
+               for i in range(10000))
 
 
 def test_nameset():
@@ -133,13 +160,13 @@ def test_nameset_matches_a_set(operations):
     assert all(("n%d" % n in names) == ("n%d" % n in model) for n in range(3001))
 
 
-def test_backlog_reverse_lexical_window():
-    backlog = Backlog("reverse-lexical", size=3)
+def test_reverse_window():
+    window = Window(3, reverse=True)
     for name in "abcdefg":
-        backlog.add(name, 0)
-    assert not backlog.complete
-    assert [backlog.pop() for _ in range(3)] == ["g", "f", "e"]
-    assert backlog.needs_refill
+        window.add(name, name)
+    assert not window.complete
+    assert [window.pop() for _ in range(3)] == ["g", "f", "e"]
+    assert window.needs_refill
 
 
 ORDER_KEYS = {

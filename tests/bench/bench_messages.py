@@ -12,7 +12,8 @@ and the real daemon, and prints one table:
       least that at-least-once from files costs);
   (c) rename-to-broker latency of single messages on an idle daemon, with
       inotify and with polling;
-  (d) the daemon's RSS with 100,000 files waiting in new/ against idle.
+  (d) the daemon's RSS with 100,000 files waiting in new/ against idle, with
+      and without priorities.
 Usage: .venv/bin/python tests/bench/bench_messages.py [--quick] [rate|throughput|latency|memory...]
 """
 
@@ -67,13 +68,14 @@ class Bench:
     def close(self):
         self.broker.stop()
 
-    def spool(self, count=0, topic="bench/m", payload_size=100):
-        """A fresh --messages directory with count files waiting in new/."""
+    def spool(self, count=0, topic="bench/m", payload_size=100, priorities=False):
+        """A fresh --messages directory with count files waiting in new/ (with
+        priorities 0 to 6 in turn if asked)."""
         self.runs += 1
         path = os.path.join(self.work, "spool-%d" % self.runs)
         for sub in ("tmp", "new", "failed"):
             os.makedirs(os.path.join(path, sub))
-        write_messages(path, "new", count, topic, payload_size)
+        write_messages(path, "new", count, topic, payload_size, priorities)
         return path
 
     def daemon(self, *options, env=None):
@@ -253,23 +255,22 @@ class Bench:
         time.sleep(1.0)
         idle_rss = rss_kib(idle.proc.pid)["VmRSS"]
         idle.stop()
-
-        prefix = "bench/d/"
-        d = self.spool(count, prefix + "m")
-        start = time.monotonic()
-        daemon = self.daemon("--messages=" + d)
-        daemon.wait_log(r"%d message\(s\) waiting" % count, timeout=300)
-        found = time.monotonic() - start
-        time.sleep(2.0)  # sending at the default rate: the backlog stays ~100,000
-        mem = rss_kib(daemon.proc.pid)
-        daemon.stop()
-        grown = (mem["VmRSS"] - idle_rss) / 1024
         self.row("(d) RSS idle", "%.1f MiB" % (idle_rss / 1024), "", True)
-        self.row("(d) RSS with %d files waiting" % count, "%.1f MiB (+%.1f MiB)"
-                 % (mem["VmRSS"] / 1024, grown), "<= +10 MiB", grown <= 10)
-        self.row("(d)   peak RSS (VmHWM) during start-up scan", "%.1f MiB" % (mem["VmHWM"] / 1024),
-                 "", True)
-        self.row("(d)   start-up to %d files indexed" % count, "%.1f s" % found, "", True)
+        for what, priorities in (("files", False), ("prioritised files", True)):
+            d = self.spool(count, "bench/d/m", priorities=priorities)
+            start = time.monotonic()
+            daemon = self.daemon("--messages=" + d)
+            daemon.wait_log(r"%d message\(s\) waiting" % count, timeout=300)
+            found = time.monotonic() - start
+            time.sleep(2.0)  # sending at the default rate: the backlog stays ~100,000
+            mem = rss_kib(daemon.proc.pid)
+            daemon.stop()
+            grown = (mem["VmRSS"] - idle_rss) / 1024
+            self.row("(d) RSS with %d %s waiting" % (count, what), "%.1f MiB (+%.1f MiB)"
+                     % (mem["VmRSS"] / 1024, grown), "<= +10 MiB", grown <= 10)
+            self.row("(d)   peak RSS (VmHWM) during start-up scan",
+                     "%.1f MiB" % (mem["VmHWM"] / 1024), "", True)
+            self.row("(d)   start-up to %d files indexed" % count, "%.1f s" % found, "", True)
 
     def table(self):
         width = max(len(r[0]) for r in self.rows)
@@ -344,11 +345,13 @@ def paho_with_files(spool, port, cacert, certfile, keyfile):
     client.loop_forever()
 
 
-def write_messages(path, sub, count, topic, payload_size):
+def write_messages(path, sub, count, topic, payload_size, priorities=False):
     payload = "x" * payload_size
     for i in range(count):
+        priority = '"priority": %d, ' % (i % 7) if priorities else ""
         with open(os.path.join(path, sub, "m%06d" % i), "w") as f:
-            f.write('{"topic": "%s", "payload": {"id": %d, "data": "%s"}}' % (topic, i, payload))
+            f.write('{"topic": "%s", %s"payload": {"id": %d, "data": "%s"}}'
+                    % (topic, priority, i, payload))
 
 
 def cpu_seconds(pid):
