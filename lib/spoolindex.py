@@ -103,10 +103,8 @@ class PriorityTable:
         digest = _digest(name)
         if digest in self._changes:
             return self._changes[digest]
-        i = bisect.bisect_left(self._digests, digest)
-        if i < len(self._digests) and self._digests[i] == digest:
-            return self._priorities[i], self._mtimes[i]
-        return None
+        i = self._position(digest)
+        return None if i is None else (self._priorities[i], self._mtimes[i])
 
     def set(self, name, priority, mtime_ns):
         self._changes[_digest(name)] = (priority, mtime_ns)
@@ -119,17 +117,26 @@ class PriorityTable:
     def _fold_if_due(self):
         if len(self._changes) < FOLD_AT:
             return
-        changes = self._changes
-        kept = (row for row in zip(self._digests, self._priorities, self._mtimes)
-                if row[0] not in changes)
+        changes, digests = self._changes, self._digests
         changed = sorted((digest,) + value for digest, value in changes.items()
                          if value is not None)
-        self._digests, self._priorities, self._mtimes = array("q"), array("d"), array("q")
-        for digest, priority, mtime_ns in heapq.merge(kept, changed):
-            self._digests.append(digest)
-            self._priorities.append(priority)
-            self._mtimes.append(mtime_ns)
+        size = len(digests) + len(changed) - sum(1 for digest in changes
+                                                 if self._position(digest) is not None)
+        kept = (row for row in zip(digests, self._priorities, self._mtimes)
+                if row[0] not in changes)
+        # Allocated once at their final size: arrays grown an item at a time,
+        # and again at each fold, would leave the heap fragmented.
+        self._digests, self._priorities, self._mtimes = (
+            array(code, bytes(8 * size)) for code in "qdq")
+        for i, (digest, priority, mtime_ns) in enumerate(heapq.merge(kept, changed)):
+            self._digests[i] = digest
+            self._priorities[i] = priority
+            self._mtimes[i] = mtime_ns
         self._changes = {}
+
+    def _position(self, digest):
+        i = bisect.bisect_left(self._digests, digest)
+        return i if i < len(self._digests) and self._digests[i] == digest else None
 
 
 # Sort keys of the unprioritised backlog; reverse-lexical is lexical taken from the far end.
