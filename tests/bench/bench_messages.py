@@ -8,8 +8,9 @@ and the real daemon, and prints one table:
   (b) unpaced throughput (--publish-rate=0 --publish-bytes-rate=0) of 5,000
       messages over TLS, backlog at start-up and burst into a running
       daemon, against a bare paho client with the same in-flight window,
-      and against one that also reads and deletes the same files (the
-      least that at-least-once from files costs);
+      against one that also reads and deletes the same files (the least
+      that at-least-once from files costs), and the daemon's own loop,
+      connection and publisher without the spool;
   (c) rename-to-broker latency of single messages on an idle daemon, with
       inotify and with polling;
   (d) the daemon's RSS with 100,000 files waiting in new/ against idle, with
@@ -122,12 +123,12 @@ class Bench:
     # -- (b) ------------------------------------------------------------------
 
     def throughput(self):
-        """Five rounds of the four runs; figures are medians, and each ratio is the
+        """Five rounds of the five runs; figures are medians, and each ratio is the
         median of the ratios within a round (the machine's speed drifts between
         rounds: the runs of one round are seconds apart)."""
         count = 1000 if self.quick else 5000
-        rounds = [(self.bare_paho(count), self.paho_files(count), self.daemon_backlog(count),
-                   self.daemon_burst(count)) for _ in range(5)]
+        rounds = [(self.bare_paho(count), self.paho_files(count), self.mqtt_path(count),
+                   self.daemon_backlog(count), self.daemon_burst(count)) for _ in range(5)]
 
         def figures(i):
             return "%.0f, %.0f us" % (statistics.median(r[i][0] for r in rounds),
@@ -141,8 +142,11 @@ class Bench:
                  "", True)
         self.row("(b)   ratio of the two (the cost of files alone)", "%.2f" % ratio(1, 0), "",
                  True)
-        for i, what in ((2, "%d backlog at start-up" % count),
-                        (3, "burst of %d into running daemon" % count)):
+        self.row("(b) daemon's loop, connection, publisher, no files: msg/s, CPU/msg",
+                 figures(2), "", True)
+        self.row("(b)   ratio to bare paho", "%.2f" % ratio(2, 0), "", True)
+        for i, what in ((3, "%d backlog at start-up" % count),
+                        (4, "burst of %d into running daemon" % count)):
             self.row("(b) daemon, %s: msg/s, CPU/msg" % what, figures(i), "", True)
             self.row("(b)   ratio daemon/bare paho", "%.2f" % ratio(i, 0), ">= 0.8",
                      ratio(i, 0) >= 0.8)
@@ -157,6 +161,17 @@ class Bench:
                               self.pki.ca_cert] + list(self.device), check=True, timeout=120,
                              stdout=subprocess.PIPE).stdout
         obs.wait_for(lambda ms: len(ms) >= count, timeout=60, what="bare paho messages")
+        obs.close()
+        return rate_of(obs.messages), float(out) / count * 1e6
+
+    def mqtt_path(self, count):
+        """The same messages through the daemon's loop, connection and publisher alone."""
+        prefix = "bench/path/"
+        obs = self.observer(prefix)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--daemon-mqtt-path",
+                              str(count), prefix + "m", self.certstore, self.pki.ca_cert],
+                             check=True, timeout=120, stdout=subprocess.PIPE).stdout
+        obs.wait_for(lambda ms: len(ms) >= count, timeout=60, what="daemon MQTT path messages")
         obs.close()
         return rate_of(obs.messages), float(out) / count * 1e6
 
@@ -307,6 +322,45 @@ def bare_paho(count, topic, port, cacert, certfile, keyfile):
     client.loop_forever()
 
 
+def daemon_mqtt_path(count, topic, certstore, cacert):
+    """The same messages as bare_paho() through the daemon's own event loop,
+    connection and publisher, without the spool: WINDOW in flight."""
+    from lib.certstore import CertStore
+    from lib.connection import Connection
+    from lib.eventloop import EventLoop
+    from lib.publisher import Publisher
+
+    payloads = [json.dumps({"id": i, "data": "x" * 100}, separators=(",", ":")).encode()
+                for i in range(int(count))]
+    loop = EventLoop()
+    connection = Connection(loop, "device-1", cacert, CertStore(certstore))
+    publisher = Publisher(loop, connection, 0, 0)
+    waiting = iter(payloads)
+    acked = []
+    cpu = []
+
+    def send_next():
+        payload = next(waiting, None)
+        if payload is not None:
+            publisher.publish(topic, payload, 1, done)
+
+    def done(_ok):
+        acked.append(1)
+        send_next()
+        if len(acked) == len(payloads):
+            print(time.process_time() - cpu[0])
+            loop.stop()
+
+    def up():
+        cpu.append(time.process_time())
+        for _ in range(WINDOW):
+            send_next()
+
+    connection.on_up(up)
+    connection.start()
+    loop.run()
+
+
 def paho_with_files(spool, port, cacert, certfile, keyfile):
     """The least a publisher of the spool's files must do, on a bare paho client:
     read and parse each file when its turn comes, publish its payload, delete it
@@ -393,6 +447,9 @@ def rss_kib(pid):
 def main(argv):
     if argv[:1] == ["--bare-paho"]:
         bare_paho(*argv[1:])
+        return 0
+    if argv[:1] == ["--daemon-mqtt-path"]:
+        daemon_mqtt_path(*argv[1:])
         return 0
     if argv[:1] == ["--paho-with-files"]:
         paho_with_files(*argv[1:])
