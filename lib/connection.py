@@ -100,7 +100,8 @@ def _acted_on_when_written(packet):
 def join_packets(queue, keep_head):
     """Join runs of paho's queued packets (its `_out_packet` deque) into one each,
     so that a burst of publishes costs one TLS record and one send() instead of
-    one per packet: less CPU, and 29 fewer bytes on the air per message.
+    one per packet: less CPU, and 22 to 29 fewer bytes on the air per message
+    (a TLS record's header and tag).
 
     A run ends with a packet paho acts on once written; the joined packet
     carries that packet's command, mid and info, so paho still acts on it,

@@ -2,13 +2,13 @@
 
 Each directory is a `Spool`: a file renamed into `new/` is read once when
 found (for its priority, slot and mtime; see lib/spoolindex.py for the
-order), read again when its turn comes, laid over its letterhead, checked
-against AWS IoT Core's limits and handed to the shared publisher. At most
-`concurrency` messages per directory are in flight, and none is started
-while the connection is down. A file is deleted only
-once the publisher reports it done (PUBACK for QoS 1, written to the socket
-for QoS 0), so a crash, kill -9 or lost connection means it is sent again
-(at least once). A bad file goes to `failed/` with a one-line log saying
+order), read again when its turn comes (unless that is at once), laid over
+its letterhead, checked against AWS IoT Core's limits and handed to the
+shared publisher. At most `concurrency` messages per directory are in
+flight, and none is started while the connection is down. A file is
+deleted only once the publisher reports it done (PUBACK for QoS 1, written
+to the socket for QoS 0), so a crash, kill -9 or lost connection means it
+is sent again (at least once). A bad file goes to `failed/` with a one-line log saying
 why; the rest carry on. If every slot stays busy with no acknowledgement
 for the jam timeout the daemon exits for a clean restart.
 
