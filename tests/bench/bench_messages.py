@@ -155,35 +155,29 @@ class Bench:
     def bare_paho(self, count):
         """The same messages from a bare paho client in its own process."""
         prefix = "bench/bare/"
-        obs = self.observer(prefix)
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--bare-paho",
-                              str(count), prefix + "m", str(self.broker.tls_port),
-                              self.pki.ca_cert] + list(self.device), check=True, timeout=120,
-                             stdout=subprocess.PIPE).stdout
-        obs.wait_for(lambda ms: len(ms) >= count, timeout=60, what="bare paho messages")
-        obs.close()
-        return rate_of(obs.messages), float(out) / count * 1e6
+        return self.reference(count, prefix, "--bare-paho", str(count), prefix + "m",
+                              str(self.broker.tls_port), self.pki.ca_cert, *self.device)
 
     def mqtt_path(self, count):
         """The same messages through the daemon's loop, connection and publisher alone."""
         prefix = "bench/path/"
-        obs = self.observer(prefix)
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--daemon-mqtt-path",
-                              str(count), prefix + "m", self.certstore, self.pki.ca_cert],
-                             check=True, timeout=120, stdout=subprocess.PIPE).stdout
-        obs.wait_for(lambda ms: len(ms) >= count, timeout=60, what="daemon MQTT path messages")
-        obs.close()
-        return rate_of(obs.messages), float(out) / count * 1e6
+        return self.reference(count, prefix, "--daemon-mqtt-path", str(count), prefix + "m",
+                              self.certstore, self.pki.ca_cert)
 
     def paho_files(self, count):
         """A bare paho client doing the file work at-least-once needs, on the same files."""
         prefix = "bench/files/"
-        obs = self.observer(prefix)
         d = self.spool(count, prefix + "m")
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--paho-with-files", d,
-                              str(self.broker.tls_port), self.pki.ca_cert] + list(self.device),
+        return self.reference(count, prefix, "--paho-with-files", d, str(self.broker.tls_port),
+                              self.pki.ca_cert, *self.device)
+
+    def reference(self, count, prefix, *args):
+        """(msg/s at the broker, CPU us/msg) of this script run with args, which
+        publishes count messages under prefix and prints its CPU seconds."""
+        obs = self.observer(prefix)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__)] + list(args),
                              check=True, timeout=120, stdout=subprocess.PIPE).stdout
-        obs.wait_for(lambda ms: len(ms) >= count, timeout=60, what="paho-with-files messages")
+        obs.wait_for(lambda ms: len(ms) >= count, timeout=60, what=args[0])
         obs.close()
         return rate_of(obs.messages), float(out) / count * 1e6
 
