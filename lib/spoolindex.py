@@ -236,7 +236,7 @@ class SpoolIndex:
         self._urgent = Window(window)  # the first of them, keyed (priority, mtime_ns, name)
         self._slots = {}  # slot -> (mtime_ns, name) of its newest message, waiting or taken
         self._slot_of = {}  # name -> slot, of those newest messages
-        self._taken = {}  # name -> slot (or None) of the messages being sent
+        self._taken = set()  # the messages being sent
 
     def __len__(self):
         """Messages waiting or being sent."""
@@ -252,8 +252,7 @@ class SpoolIndex:
         if slot is not None:
             holder = self._slots.get(slot)
             if holder is not None and holder > (mtime_ns, name):
-                slot = None  # an older message of the slot: backlog
-                priority = None
+                priority = slot = None  # an older message of the slot: backlog
             else:
                 if holder is not None:
                     self._demote(holder[1])
@@ -272,19 +271,18 @@ class SpoolIndex:
         name = self._urgent.pop()
         if name is not None:
             self._prioritised.discard(name)
-            self._taken[name] = self._slot_of.get(name)
+            self._taken.add(name)
             return name, True
         name = self.backlog.pop()
         if name is None:
             return None
-        self._taken[name] = None
+        self._taken.add(name)
         return name, False
 
     def finished(self, name):
         """A taken message is done with (deleted, failed, or gone)."""
-        slot = self._taken.pop(name, None)
-        if slot is not None:
-            self._release_slot(slot, name)
+        self._taken.discard(name)
+        self._release_slot(name)
         self.known.discard(name)
 
     def forget(self, name):
@@ -292,9 +290,7 @@ class SpoolIndex:
         if self._prioritised.get(name) is not None:
             self._prioritised.discard(name)
             self._urgent.remove(name)
-            slot = self._slot_of.get(name)
-            if slot is not None:
-                self._release_slot(slot, name)
+            self._release_slot(name)
         else:
             self.backlog.remove(name)
         self.known.discard(name)
@@ -302,28 +298,27 @@ class SpoolIndex:
     def refill(self, listing):
         """Refill the windows that ran dry from listing: (name, mtime_ns) of every
         file in new/ (mtime_ns only when the backlog's order needs it)."""
-        windows = [w for w in (self._urgent, self.backlog) if w.needs_refill]
+        urgent, backlog = self._urgent.needs_refill, self.backlog.needs_refill
+        windows = [w for w, due in ((self._urgent, urgent), (self.backlog, backlog)) if due]
         for window in windows:
             window.start_refill()
-        urgent = self._urgent in windows
-        backlog = self.backlog in windows
         for name, mtime_ns in listing:
             if name in self._taken:
                 continue
-            if urgent or backlog:
-                entry = self._prioritised.get(name)
-                if entry is not None:
-                    if urgent:
-                        self._urgent.offer(entry + (name,), name)
-                elif backlog and name in self.known:
-                    self.backlog.offer(self._key(name, mtime_ns), name)
+            entry = self._prioritised.get(name)
+            if entry is not None:
+                if urgent:
+                    self._urgent.offer(entry + (name,), name)
+            elif backlog and name in self.known:
+                self.backlog.offer(self._key(name, mtime_ns), name)
         for window in windows:
             window.end_refill()
 
-    def _release_slot(self, slot, name):
-        if self._slots.get(slot, (None, None))[1] == name:
+    def _release_slot(self, name):
+        """name is done with: if it holds a slot (still its newest), free the slot."""
+        slot = self._slot_of.pop(name, None)
+        if slot is not None:
             del self._slots[slot]
-        self._slot_of.pop(name, None)
 
     def _demote(self, name):
         entry = self._prioritised.get(name)
