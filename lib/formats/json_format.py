@@ -62,7 +62,7 @@ def _encode_object(obj, indent, parts):
     parts.append("{")
     for i, (key, value) in enumerate(items):
         parts.append("\n" + inner if i == 0 else ",\n" + inner)
-        parts.append(json.dumps(key))
+        parts.append(_string(key))
         parts.append(": ")
         _encode(value, inner, parts)
     parts.append("\n" + indent + "}")
@@ -81,7 +81,9 @@ def _encode_array(items, indent, parts):
 
 
 def _scalar(value):
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        return _string(value)
+    if value is None or isinstance(value, bool):
         return json.dumps(value)
     if isinstance(value, (int, float)):
         # NaN and infinities have no JSON spelling; json.dumps would write
@@ -90,3 +92,19 @@ def _scalar(value):
             raise FormatError("%r cannot be written as JSON" % (value,))
         return json.dumps(value)
     raise FormatError("a %s value cannot be written as JSON" % type(value).__name__)
+
+
+def _string(text):
+    """``text`` as a JSON string in ASCII, non-ASCII as ``\\u`` escapes: what
+    CPython's json.dumps writes, and MicroPython's (which keeps UTF-8) does not."""
+    quoted = json.dumps(text)
+    if len(quoted.encode()) == len(quoted):  # always, under CPython
+        return quoted
+    return "".join(c if c < "\x80" else _escape(ord(c)) for c in quoted)
+
+
+def _escape(code):
+    if code > 0xFFFF:  # a surrogate pair, as JSON spells characters beyond the BMP
+        code -= 0x10000
+        return "\\u%04x\\u%04x" % (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF))
+    return "\\u%04x" % code
