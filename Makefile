@@ -8,11 +8,12 @@ VENV := .venv
 VENV1 := .venv-paho1
 PY := $(VENV)/bin/python
 PY1 := $(VENV1)/bin/python
-APT_PACKAGES := mosquitto busybox openssl
+# command:package (just the name when they are the same)
+APT_PACKAGES := mosquitto busybox openssl runsv:runit shellcheck node:nodejs npm
 # The tests that exercise paho directly, run again against paho-mqtt 1.6.
 PAHO1_TESTS := tests/test_connection.py tests/test_messages.py tests/test_messages_delivery.py tests/test_subscriptions.py
 
-.PHONY: all test test-paho1 lint demo bench tools clean
+.PHONY: all test test-paho1 lint demo bench tools clean micropython
 
 all: test
 
@@ -29,7 +30,8 @@ $(VENV1)/.stamp: tests/requirements.txt
 tools:
 	@missing=""; \
 	for p in $(APT_PACKAGES); do \
-		command -v $$p >/dev/null 2>&1 || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; \
+		c=$${p%%:*}; \
+		command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $${p#*:}"; \
 	done; \
 	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
@@ -42,12 +44,26 @@ tools:
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
 
-test: tools $(VENV)/.stamp $(VENV1)/.stamp lint
+test: tools $(VENV)/.stamp $(VENV1)/.stamp lint micropython
 	$(PY) -m pytest tests -q -p no:cacheprovider
 	$(MAKE) --no-print-directory test-paho1
 
 test-paho1: tools $(VENV1)/.stamp
 	$(PY1) -m pytest $(wildcard $(PAHO1_TESTS)) -q -p no:cacheprovider
+
+# The npm package that runs MicroPython 1.27 under Node.js, for
+# tests/test_micropython.py (the pure helpers' vectors), in .node/.
+MICROPYTHON_NPM := @micropython/micropython-webassembly-pyscript@1.27.0
+MICROPYTHON_MJS := .node/node_modules/@micropython/micropython-webassembly-pyscript/micropython.mjs
+
+micropython:
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+		echo "micropython: no Node.js/npm (apt-get install nodejs npm): SKIPPING the MicroPython run of the helper vectors"; \
+	elif [ ! -e $(MICROPYTHON_MJS) ]; then \
+		echo "micropython: installing $(MICROPYTHON_NPM) into .node/"; \
+		npm install --prefix .node --no-audit --no-fund --silent $(MICROPYTHON_NPM) \
+		|| { echo "micropython: npm install $(MICROPYTHON_NPM) failed" >&2; exit 1; }; \
+	fi
 
 demo: tools $(VENV)/.stamp
 	$(PY) examples/demo.py
@@ -57,4 +73,4 @@ bench: tools $(VENV)/.stamp
 	$(PY) tests/bench/bench_idle.py
 
 clean:
-	rm -rf $(VENV) $(VENV1) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV1) .node .pytest_cache .ruff_cache .hypothesis
