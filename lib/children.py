@@ -1,18 +1,34 @@
-"""Child processes that never block the event loop.
+"""Child processes: each in a process group of its own, none outliving the daemon.
 
-`run()` starts a command with its standard input and output in anonymous
-temporary files, waits for it on a short-lived thread, kills it when it
-overstays its timeout, and posts the result back to the loop thread. Used
+`spawn()` starts a program as the leader of a new session (so it and
+everything it starts form one process group) and records the group;
+`stop_group()` ends one group: SIGTERM, then SIGKILL after a grace;
+`stop_all()` does that to every group still alive when the daemon exits,
+so no notify command, subscribe-exec, letterhead generator or tunnel proxy
+(nor a background child one of them left behind) outlives the daemon.
+
+`run()` starts a command with its standard input in an anonymous temporary
+file and its output in pipes, drains those on a short-lived thread (keeping
+at most OUTPUT_LIMIT bytes: a flood fills neither memory nor /tmp, and is
+cut off with SIGPIPE), kills it when it overstays its timeout, and posts the
+result back to the loop thread as soon as it exits. Used
 for notify commands, letterhead generators, default shadows, subscribe-exec
 and the like. A command that times out is killed with its whole process
-group, so a shell's own children die with it.
+group, so a shell's own children die with it; what a finished command left
+running in its group (a child that holds its output, say) is killed when
+the command's timeout would have expired.
 """
 
 import os
 import signal
 import threading
+import time
 
 OUTPUT_LIMIT = 1024 * 1024
+STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+
+_groups = set()  # process group ids of children that may still be running
+_groups_lock = threading.Lock()
 
 
 class Result:
@@ -42,63 +58,144 @@ class Result:
         return "exited with status %d%s" % (self.returncode, tail)
 
 
-def run(loop, command, done, stdin=b"", timeout=10, env=None, shell=True):
-    """Run command (a shell string, or argv when shell=False); done(Result) on the loop."""
+def spawn(args, **popen_args):
+    """subprocess.Popen(args, ...) as the leader of a new process group, recorded
+    for stop_all(); OSError or ValueError when it cannot start."""
     # Imported here: about 0.5 MB a daemon that never spawns anything keeps.
     import subprocess
-    import tempfile
 
-    # Standard input and output are anonymous files, not pipes: a daemon the
-    # command starts may keep them open for ever, and the command's end must
-    # not wait for that (nor may a child that never reads block our writer).
-    try:
-        files = [tempfile.TemporaryFile() for _ in range(3)]  # noqa: SIM115 (closed by _wait)
-    except OSError as e:
-        loop.post(done, Result(error="cannot make temporary files: %s" % e.strerror))
-        return None
-    files[0].write(stdin)
-    files[0].seek(0)
-    try:
-        proc = subprocess.Popen(command, shell=shell, stdin=files[0], stdout=files[1],
-                                stderr=files[2], env=env, start_new_session=True,
-                                close_fds=True)
-    except OSError as e:
-        _close(files)
-        loop.post(done, Result(error="cannot start: %s" % (e.strerror or e)))
-        return None
-    threading.Thread(target=_wait, args=(loop, proc, files, timeout, done), daemon=True).start()
+    proc = subprocess.Popen(args, start_new_session=True, close_fds=True, **popen_args)
+    with _groups_lock:
+        _groups.add(proc.pid)
     return proc
 
 
-def _wait(loop, proc, files, timeout, done):
-    import subprocess
-
-    timed_out = False
+def group_alive(pgid):
+    """True while any process of the group exists (a zombie counts)."""
     try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill_group(proc)
-        proc.wait()
-    out = _read(files[1], OUTPUT_LIMIT)
-    err = _read(files[2], None)[-4096:]
-    _close(files)
-    loop.post(done, Result(proc.returncode, out, err, timed_out=timed_out))
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        with _groups_lock:
+            _groups.discard(pgid)
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def _read(f, limit):
-    f.seek(0)
-    return f.read() if limit is None else f.read(limit)
-
-
-def _close(files):
-    for f in files:
-        f.close()
+def signal_group(pgid, sig):
+    """Send sig to every process of the group; False when it has none left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        with _groups_lock:
+            _groups.discard(pgid)
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def kill_group(proc, sig=signal.SIGKILL):
     """Signal the child and everything it started in its session."""
+    signal_group(proc.pid, sig)
+
+
+def stop_group(pgid, grace=STOP_GRACE):
+    """SIGTERM the group, wait up to grace seconds, then SIGKILL what is left.
+    Blocks; for the daemon's exit and for waiter threads."""
+    stop_groups([pgid], grace)
+
+
+def stop_groups(pgids, grace=STOP_GRACE):
+    alive = [g for g in pgids if signal_group(g, signal.SIGTERM)]
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [g for g in alive if group_alive(g)]
+    for g in alive:
+        signal_group(g, signal.SIGKILL)
+
+
+def stop_all(grace=STOP_GRACE):
+    """The daemon is exiting: stop every child process group still running."""
+    with _groups_lock:
+        pgids = list(_groups)
+    if pgids:
+        stop_groups(pgids, grace)
+
+
+def run(loop, command, done, stdin=b"", timeout=10, env=None, shell=True):
+    """Run command (a shell string, or argv when shell=False); done(Result) on the loop."""
+    import subprocess
+    import tempfile
+
+    # Standard input is an anonymous file (a child that never reads cannot
+    # block a writer); standard output and error are pipes that a waiter
+    # thread drains, keeping at most OUTPUT_LIMIT bytes of each, so a command
+    # that floods them fills neither memory nor /tmp. The command is done when
+    # it exits, even if something it started still holds the pipes.
     try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+        stdin_file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _wait)
+    except OSError as e:
+        loop.post(done, Result(error="cannot make a temporary file: %s" % e.strerror))
+        return None
+    try:
+        stdin_file.write(stdin)
+        stdin_file.seek(0)
+        proc = spawn(command, shell=shell, stdin=stdin_file, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, env=env)
+    except OSError as e:
+        stdin_file.close()
+        loop.post(done, Result(error="cannot start: %s" % (e.strerror or e)))
+        return None
+    stdin_file.close()  # the child has its own descriptor
+    threading.Thread(target=_wait, args=(loop, proc, timeout, done), daemon=True).start()
+    return proc
+
+
+def _wait(loop, proc, timeout, done):
+    import select
+    import subprocess
+
+    deadline = time.monotonic() + timeout
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    kept = {out_fd: bytearray(), err_fd: bytearray()}
+    pipes = {out_fd: proc.stdout, err_fd: proc.stderr}
+    timed_out = False
+    while pipes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        exited = proc.poll() is not None
+        ready = select.select(list(pipes), [], [], 0 if exited else min(left, 0.5))[0]
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if data and len(kept[fd]) < OUTPUT_LIMIT:
+                kept[fd] += data[:OUTPUT_LIMIT - len(kept[fd])]
+            elif data:
+                data = b""  # over the limit: close it, the writer gets SIGPIPE
+            if not data:
+                pipes.pop(fd).close()
+        if exited and not ready:
+            break  # it has exited; what is still open belongs to a child it left
+    for pipe in pipes.values():
+        pipe.close()
+    if not timed_out:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    if timed_out:
+        kill_group(proc)
+        proc.wait()
+    loop.post(done, Result(proc.returncode, bytes(kept[out_fd]), bytes(kept[err_fd][-4096:]),
+                           timed_out=timed_out))
+    # What the command left behind in its group lives until its timeout.
+    while group_alive(proc.pid):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            signal_group(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(min(left, 0.2))

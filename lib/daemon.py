@@ -12,6 +12,7 @@ import importlib
 import logging
 import signal
 
+from lib import children
 from lib.certstore import CertStore, CertStoreError
 from lib.connection import Connection
 from lib.dirwatch import DirWatcher
@@ -83,7 +84,10 @@ class Daemon:
                 if wanted(self.options):
                     self._start_part(module)
             self.connection.start()
-        self.loop.run()
+        try:
+            self.loop.run()
+        finally:
+            children.stop_all()  # none of our children outlives us
         return self.exit_status
 
     def _start_part(self, module):

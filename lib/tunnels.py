@@ -11,8 +11,9 @@ running one first (SIGTERM to its process group, SIGKILL after
 STOP_GRACE); a repeat of the request that started the running proxy (AWS may
 deliver a QoS 1 message twice) is ignored, since restarting would spend the
 single-use token. The proxy runs for as long as the tunnel lives, so it is
-started here rather than with children.run's timeout; a waiter thread posts
-its exit to the loop. This module does not speak the tunnel protocol.
+started with children.spawn rather than children.run's timeout (so it
+still dies with the daemon); a waiter thread posts its exit to the loop.
+This module does not speak the tunnel protocol.
 """
 
 import hashlib
@@ -24,9 +25,11 @@ import signal
 import subprocess
 import threading
 
+from lib import children
+
 log = logging.getLogger("chariotd")
 
-STOP_GRACE = 5.0
+STOP_GRACE = children.STOP_GRACE
 THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 
 
@@ -107,8 +110,7 @@ class Tunnels:
             argv += ["-c", self._cadir]
         env = dict(os.environ, AWSIOT_TUNNEL_ACCESS_TOKEN=token, AWSIOT_TUNNEL_REGION=region)
         try:
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, close_fds=True)
+            proc = children.spawn(argv, env=env, stdin=subprocess.DEVNULL)
         except (OSError, ValueError) as e:
             raise TunnelRequestError("cannot start tunnel proxy %s: %s"
                                      % (self._program, getattr(e, "strerror", None) or e)) \
@@ -154,7 +156,4 @@ class Tunnels:
 def _signal_group(proc, sig):
     # Once the waiter has reaped the proxy its group id may belong to someone else.
     if proc.returncode is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
+        children.signal_group(proc.pid, sig)
