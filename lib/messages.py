@@ -25,15 +25,13 @@ import stat
 import time
 import zlib
 
-from lib import children
+from lib import awslimits, children
 from lib.actiondir import ActionDir
-from lib.publisher import PAYLOAD_LIMIT, TOPIC_BYTES_LIMIT, TOPIC_SLASH_LIMIT
 from lib.spoolindex import SpoolIndex
 
 log = logging.getLogger("chariotd")
 
 FILE_LIMIT = 1024 * 1024  # a message file bigger than this is refused unread
-BASIC_INGEST = "$aws/rules/"  # its "$aws/rules/RULE/" prefix is not counted
 GENERATOR_TIMEOUT = 5
 RESCAN_SHARE = 0.1  # most of the time that looking at all of new/ again may take
 COMPRESSORS = {
@@ -42,9 +40,11 @@ COMPRESSORS = {
 }
 
 
-# What json.dumps(payload, separators=(",", ":"), ensure_ascii=False) would
-# build on every call.
-_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# What json.dumps(payload, separators=(",", ":"), ensure_ascii=False,
+# allow_nan=False) would build on every call. NaN, Infinity and numbers
+# beyond a double (1e400 reads as infinity) are not JSON: refused.
+_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                    allow_nan=False)
 
 
 class BadMessage(Exception):
@@ -310,6 +310,9 @@ class Spool:
             raise BadMessage("payload is not valid UTF-8 text") from None
         except RecursionError:
             raise BadMessage("payload is nested too deeply") from None
+        except ValueError:  # allow_nan=False
+            raise BadMessage("payload holds NaN, Infinity or a number beyond a double "
+                             "(such as 1e400), which JSON cannot carry") from None
         method = doc.get("compress")
         compress = COMPRESSORS.get(method) if isinstance(method, str) else None
         if compress is not None:
@@ -317,10 +320,10 @@ class Spool:
         elif method is not None:
             log.warning("%s: unknown compress %s; sending uncompressed",
                         self._path(name), json.dumps(method)[:50])
-        if len(data) > PAYLOAD_LIMIT:
+        if awslimits.payload_problem(len(data)):
             raise BadMessage("payload is %d bytes%s, over AWS's %d byte limit"
                              % (len(data), " compressed" if compress else "",
-                                PAYLOAD_LIMIT))
+                                awslimits.PAYLOAD_LIMIT))
         return data
 
     def _hand_over(self, sending):
@@ -429,27 +432,7 @@ def _finite(number):
 
 
 # A spool's messages mostly share a few topics: check each once.
-@functools.lru_cache(maxsize=256)
-def topic_problem(topic):
-    """Why AWS IoT Core would refuse to publish to topic, or None."""
-    if not topic:
-        return "empty"
-    if "+" in topic or "#" in topic:
-        return "contains a wildcard (+ or #)"
-    if "\0" in topic:
-        return "contains a NUL character"
-    try:
-        size = len(topic.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "not valid UTF-8"
-    if size > TOPIC_BYTES_LIMIT:
-        return "%d bytes, over AWS's %d byte limit" % (size, TOPIC_BYTES_LIMIT)
-    counted = topic
-    if topic.startswith(BASIC_INGEST):
-        counted = topic[len(BASIC_INGEST):].partition("/")[2]
-    if counted.count("/") > TOPIC_SLASH_LIMIT:
-        return "%d slashes, over AWS's limit of %d" % (counted.count("/"), TOPIC_SLASH_LIMIT)
-    return None
+topic_problem = functools.lru_cache(maxsize=256)(awslimits.topic_problem)
 
 
 def _compress(data, wbits):

@@ -8,7 +8,8 @@ so one pacer holds every outgoing message to `--publish-rate` and
 down and go out in order once it is up, led by any QoS 0 message paho had
 not written yet when it went down. Callers bound how much they queue
 (the message spool keeps at most its concurrency here); this module does
-not retry, reorder or read files.
+not retry, reorder or read files. As a last line of defence it refuses
+what AWS is known to refuse (lib/awslimits.py) instead of sending it.
 """
 
 import collections
@@ -17,13 +18,11 @@ import itertools
 import logging
 import time
 
+from lib import awslimits
+
 log = logging.getLogger("chariotd")
 
-# AWS IoT Core's limits on what may be published (aws-iot-core.md 1.6); a
-# client that publishes a bigger payload is disconnected.
-PAYLOAD_LIMIT = 128 * 1024
-TOPIC_BYTES_LIMIT = 256
-TOPIC_SLASH_LIMIT = 7
+_topic_problem = functools.lru_cache(maxsize=64)(awslimits.topic_problem)
 
 
 class Publisher:
@@ -43,6 +42,11 @@ class Publisher:
 
     def publish(self, topic, payload, qos, done):
         """Queue one message; done(ok) when acknowledged (QoS 1) or written (QoS 0)."""
+        problem = _topic_problem(topic) or awslimits.payload_problem(len(payload))
+        if problem:
+            log.error("not publishing to %s: %s", topic, problem)
+            self._loop.post(done, False)
+            return
         self._queue.append((topic, payload, qos, done))
         if len(self._queue) == 1 and self._timer is None:
             self._pump()

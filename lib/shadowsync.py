@@ -62,7 +62,7 @@ import os
 
 from lib import children, formats, shadowdoc
 from lib.actiondir import ActionFailed
-from lib.publisher import PAYLOAD_LIMIT
+from lib.awslimits import PAYLOAD_LIMIT
 from lib.services import load_services
 from lib.servicestate import ChangeFailed, ChangeRefused, ServiceState
 from lib.updatefiles import UpdateFiles

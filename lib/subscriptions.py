@@ -20,8 +20,7 @@ import errno
 import logging
 import os
 
-from lib import children
-from lib.publisher import TOPIC_BYTES_LIMIT
+from lib import awslimits, children
 
 log = logging.getLogger("chariotd")
 
@@ -36,9 +35,11 @@ def start(daemon):
     for option, pairs in (("--subscribe-write", opts.subscribe_write),
                           ("--subscribe-exec", opts.subscribe_exec)):
         for topic_filter, _ in pairs:
-            if not valid_topic_filter(topic_filter):
-                # paho would refuse it on every connect; better to stop now.
-                log.error("%s: %r is not a valid MQTT topic filter", option, topic_filter)
+            problem = awslimits.filter_problem(topic_filter)
+            if problem:
+                # The broker would refuse it on every connect; better to stop now.
+                log.error("%s: %r is not a valid MQTT topic filter (%s)", option, topic_filter,
+                          problem)
                 daemon.exit(2)
                 return None
     for topic_filter, path in opts.subscribe_write:
@@ -50,19 +51,6 @@ def start(daemon):
     for runner in runners:
         daemon.connection.subscribe(runner.topic_filter, runner.received)
     return runners
-
-
-def valid_topic_filter(topic_filter):
-    """True when `#` is alone in the last level and `+` alone in its level."""
-    if "\0" in topic_filter or len(topic_filter.encode()) > TOPIC_BYTES_LIMIT:
-        return False
-    levels = topic_filter.split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            return False
-        if "+" in level and level != "+":
-            return False
-    return True
 
 
 def write_message(path, topic, payload):

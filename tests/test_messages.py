@@ -7,6 +7,7 @@ import time
 import zlib
 
 import pytest
+from observer import Observer
 from process import wait_until  # noqa: F401 (the other message tests import it from here)
 
 H = 3600
@@ -117,7 +118,7 @@ def test_files_arriving_while_busy_are_ordered_by_priority(tmp_path, certstore, 
                                          ("first", "p1", "s-new", "p2", "a-plain", "s-old")]
 
 
-def test_bad_files_go_to_failed_with_a_reason_and_the_rest_goes_on(tmp_path, certstore,
+def test_bad_files_go_to_failed_with_a_reason_and_the_rest_goes_on(tmp_path, certstore, broker,
                                                                    daemon_factory, observer):
     d = spool(tmp_path)
     deep = "/".join(["l"] * 9)
@@ -148,7 +149,26 @@ def test_bad_files_go_to_failed_with_a_reason_and_the_rest_goes_on(tmp_path, cer
                            "compressed, over AWS's 131072 byte limit"),
         "file-huge": (b'{"topic": "t", "payload": "' + b"x" * (1024 * 1024) + b'"}',
                       "over the 1048576 byte limit"),
+        # mosquitto drops the connection of a client that publishes one, at every
+        # reconnect again (issue 10 item 12); so would AWS.
+        "topic-newline": (json.dumps({"topic": "probe/x\nFAKE", "payload": 1}).encode(),
+                          "contains the control character U+000A"),
+        "topic-del": (json.dumps({"topic": "probe/\x7f", "payload": 1}).encode(),
+                      "contains the control character U+007F"),
+        "topic-nul": (b'{"topic": "t\\u0000", "payload": 1}',
+                      "contains the control character U+0000"),
+        "topic-surrogate": (b'{"topic": "t\\ud800", "payload": 1}',
+                            "contains U+D800, which is not a character"),
+        "topic-reserved": (b'{"topic": "$aws/things/device-1/shadow/update/accepted", '
+                           b'"payload": {}}', "a reserved topic a device may not publish to"),
+        "topic-events": (b'{"topic": "$aws/events/presence/connected/x", "payload": {}}',
+                         "a reserved topic a device may not publish to"),
+        "topic-sys": (b'{"topic": "$SYS/broker/x", "payload": 1}', "reserved topic"),
+        "nan": (b'{"topic": "t", "payload": {"v": NaN}}', "NaN, Infinity or a number beyond"),
+        "infinity": (b'{"topic": "t", "payload": [-Infinity]}', "NaN, Infinity"),
+        "beyond-double": (b'{"topic": "t", "payload": {"v": 1e400}}', "such as 1e400"),
     }
+    ingest = Observer(broker.plain_port, topics=("$aws/rules/#",))
     daemon = daemon_factory("--messages=" + d, certstore=certstore)
     daemon.wait_log("connected to")
     for name, (raw, _reason) in bad.items():
@@ -159,8 +179,12 @@ def test_bad_files_go_to_failed_with_a_reason_and_the_rest_goes_on(tmp_path, cer
     os.symlink(secret, os.path.join(d, "new", "symlink"))
     os.mkfifo(os.path.join(d, "new", "fifo"))
     os.mkdir(os.path.join(d, "new", "directory"))
+    # Basic Ingest: its $aws/rules/RULE/ prefix does not count towards the 7 slashes.
+    drop(d, "zz-ingest", {"topic": "$aws/rules/r/a/b/c/d/e/f/g/h", "payload": {"v": 1.5}})
     drop(d, "zz-good", {"topic": "bad/good", "payload": "still running"})
     observer.wait_topic("bad/good")
+    ingest.wait_topic("$aws/rules/r/a/b/c/d/e/f/g/h")
+    ingest.close()
     expected = sorted(list(bad) + ["symlink", "fifo", "directory"])
     wait_until(lambda: listing(d, "failed") == expected, what="every bad file in failed/")
     wait_empty(d)
@@ -171,6 +195,9 @@ def test_bad_files_go_to_failed_with_a_reason_and_the_rest_goes_on(tmp_path, cer
     for name in ("symlink", "fifo", "directory"):
         assert os.path.join(d, "new", name) + ": not a regular file" in log
     assert observer.on("bad/secret") == [] and observer.on("t") == []
+    assert not [m for m in observer.messages if m.topic.startswith("probe/")]
+    # Nothing was sent that made the broker drop the connection.
+    assert log.count("connected to") == 1 and "connection to" not in log
     assert daemon.proc.poll() is None
 
 

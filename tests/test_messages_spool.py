@@ -165,3 +165,26 @@ def test_message_the_generator_environment_cannot_carry_fails(tmp_path, caplog):
     connection.regain()
     assert os.listdir(os.path.join(path, "failed")) == ["m"]
     assert "new/m: letterhead generator: " in caplog.text
+
+
+def test_publisher_refuses_what_aws_refuses_without_sending_it(caplog):
+    connection = FakeConnection()
+    posted = []
+    loop = types.SimpleNamespace(post=lambda fn, *args: posted.append((fn, args)))
+    publisher = Publisher(loop=loop, connection=connection, rate=0, bytes_rate=0)
+    results = []
+    caplog.set_level(logging.INFO, logger="chariotd")
+    publisher.publish("probe/x\nFAKE", b"1", 1, lambda ok: results.append(("nl", ok)))
+    publisher.publish("$aws/events/presence/connected/x", b"{}", 1,
+                      lambda ok: results.append(("reserved", ok)))
+    publisher.publish("big", b"x" * (128 * 1024 + 1), 0, lambda ok: results.append(("big", ok)))
+    publisher.publish("$aws/things/d/shadow/update", b"{}", 1, results.append)
+    assert [s[0] for s in connection.sent] == ["$aws/things/d/shadow/update"]
+    for fn, args in posted:  # answered from the loop, never inside publish()
+        fn(*args)
+    assert results == [("nl", False), ("reserved", False), ("big", False)]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["not publishing to probe/x\nFAKE: contains the control character U+000A",
+                     "not publishing to $aws/events/presence/connected/x: a reserved topic a "
+                     "device may not publish to",
+                     "not publishing to big: 131073 bytes, over AWS's 131072 byte limit"]

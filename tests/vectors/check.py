@@ -1,6 +1,6 @@
 """Runs the shared test vectors of the pure helpers, under CPython or MicroPython.
 
-Each file here (formats.json, shadowdoc.json, jsliteral.json) is a list of
+Each file here (formats.json, shadowdoc.json, jsliteral.json, awslimits.json) is a list of
 cases: {"call": "module.function", "args": [...], then either "returns":
 value or "raises": exception class name with "message", the start of the
 exception's text}. Arguments and results are JSON values; results compare
@@ -17,15 +17,16 @@ It knows nothing of the helpers beyond their names (MODULES below).
 import json
 import sys
 
-FILES = ("formats", "shadowdoc", "jsliteral")
+FILES = ("formats", "shadowdoc", "jsliteral", "awslimits")
 
 
 def modules():
     """name in a vector's "call" -> the module, imported from the source tree."""
-    from lib import formats, jsliteral, shadowdoc
+    from lib import awslimits, formats, jsliteral, shadowdoc
     from lib.formats import shell
 
-    return {"formats": formats, "shell": shell, "shadowdoc": shadowdoc, "jsliteral": jsliteral}
+    return {"formats": formats, "shell": shell, "shadowdoc": shadowdoc, "jsliteral": jsliteral,
+            "awslimits": awslimits}
 
 
 def load(directory, name):
