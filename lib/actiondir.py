@@ -24,6 +24,11 @@ class FileTooLarge(OSError):
     """An entry bigger than its consumer accepts."""
 
 
+class LinkedFile(OSError):
+    """An entry with more hard links than its consumer accepts: another name of
+    a file that is not the writer's to hand over (a secret, say)."""
+
+
 class ActionDir:
     def __init__(self, path, keep_failed=10):
         self.path = path
@@ -62,8 +67,9 @@ class ActionDir:
         """Return the bytes of new/NAME; refuse non-regular files and files over limit."""
         return self.read_with_stat(name, limit)[0]
 
-    def read_with_stat(self, name, limit=None):
-        """(bytes, os.stat_result) of new/NAME, as read() checks them."""
+    def read_with_stat(self, name, limit=None, max_links=None):
+        """(bytes, os.stat_result) of new/NAME, as read() checks them; with
+        max_links, LinkedFile (nothing read) if it has more hard links."""
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                          dir_fd=self._new_fd)
@@ -75,6 +81,8 @@ class ActionDir:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise NotRegularFile("not a regular file")
+            if max_links is not None and st.st_nlink > max_links:
+                raise LinkedFile("%d hard links" % st.st_nlink)
             if limit is not None and st.st_size > limit:
                 raise FileTooLarge("%d bytes, over the %d byte limit" % (st.st_size, limit))
             # One byte more than fstat said: a file that is still that size is

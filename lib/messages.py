@@ -26,7 +26,7 @@ import time
 import zlib
 
 from lib import awslimits, children
-from lib.actiondir import ActionDir
+from lib.actiondir import ActionDir, LinkedFile
 from lib.spoolindex import SpoolIndex
 
 log = logging.getLogger("chariotd")
@@ -49,6 +49,10 @@ _PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
 
 class BadMessage(Exception):
     """A message that cannot be sent; the text says why, for the log line."""
+
+
+class LinkedMessage(Exception):
+    """A file of new/ with another hard link: the text says how many."""
 
 
 def start(daemon):
@@ -155,14 +159,20 @@ class Spool:
         """Read a new file for its place in the order (failed/ if it is bad); return
         what was read, (doc, stat), or None."""
         try:
-            if not stat.S_ISREG(self._adir.lstat(name).st_mode):
+            st = self._adir.lstat(name)
+            if not stat.S_ISREG(st.st_mode):
                 raise BadMessage("not a regular file")  # so it is never opened
+            if st.st_nlink > 1:
+                raise LinkedMessage("%d hard links" % st.st_nlink)  # nor this one
             doc, st = self._load(name)
             priority, slot = _priority_of(doc)
         except FileNotFoundError:
             return None
         except BadMessage as e:
             self._adir.fail(name, str(e))
+            return None
+        except LinkedMessage as e:
+            self._unlink(name, str(e))
             return None
         self._index.add(name, st.st_mtime_ns, priority, slot)
         return doc, st
@@ -187,9 +197,11 @@ class Spool:
     def _load(self, name):
         """(the file's JSON object, its stat); BadMessage when it cannot be one."""
         try:
-            data, st = self._adir.read_with_stat(name, FILE_LIMIT)
+            data, st = self._adir.read_with_stat(name, FILE_LIMIT, max_links=1)
         except FileNotFoundError:
             raise
+        except LinkedFile as e:
+            raise LinkedMessage(str(e)) from None
         except OSError as e:
             raise BadMessage(e.strerror or str(e)) from None
         try:
@@ -226,6 +238,10 @@ class Spool:
             return
         except BadMessage as e:
             self._fail(name, str(e))
+            return
+        except LinkedMessage as e:
+            self._index.finished(name)
+            self._unlink(name, str(e))
             return
         sending = Sending(name, (st.st_ino, st.st_dev, st.st_mtime_ns), was_prioritised)
         self._sending[name] = sending
@@ -366,6 +382,15 @@ class Spool:
             self._discover(name)
             return
         self._adir.fail(name, reason)
+
+    def _unlink(self, name, links):
+        """A file with more than one hard link may be another name of anything
+        (a secret, say): it is not read or sent, and not moved to failed/,
+        which would keep a name of it there; only its name in new/ goes."""
+        log.error("%s: %s, so perhaps another name of a file not meant to be sent; "
+                  "not read or sent, and only this name removed (the file's other names "
+                  "are left alone)", self._path(name), links)
+        self._adir.done(name)
 
     def _replaced(self, sending):
         """Whether new/NAME is now another file than the one read (not when it is gone)."""

@@ -201,6 +201,34 @@ def test_bad_files_go_to_failed_with_a_reason_and_the_rest_goes_on(tmp_path, cer
     assert daemon.proc.poll() is None
 
 
+def test_a_file_with_another_hard_link_is_never_sent_and_only_its_name_goes(
+        tmp_path, certstore, daemon_factory, observer):
+    """A second name of a secret renamed into new/ must not publish the secret;
+    nor may failed/ keep a name of it. The secret itself is left alone."""
+    d = spool(tmp_path)
+    secret = str(tmp_path / "secret.json")
+    with open(secret, "w") as f:
+        json.dump({"topic": "link/secret", "payload": "private"}, f)
+    os.link(secret, os.path.join(d, "new", "at-start"))  # found by the first scan
+    daemon = daemon_factory("--messages=" + d, certstore=certstore)
+    daemon.wait_log("connected to")
+    os.link(secret, os.path.join(d, "tmp", "while-running"))
+    os.rename(os.path.join(d, "tmp", "while-running"), os.path.join(d, "new", "while-running"))
+    drop(d, "zz-good", {"topic": "link/good", "payload": "still running"})
+    observer.wait_topic("link/good")
+    wait_empty(d)
+    with open(secret) as f:
+        assert json.load(f)["payload"] == "private"
+    assert os.stat(secret).st_nlink == 1 and listing(d, "failed") == []
+    assert observer.on("link/secret") == []
+    log = daemon.log()
+    for name in ("at-start", "while-running"):
+        lines = [ln for ln in log.splitlines() if os.path.join(d, "new", name) + ":" in ln]
+        assert len(lines) == 1, lines
+        assert "2 hard links" in lines[0] and "not read or sent" in lines[0], lines
+    assert daemon.proc.poll() is None
+
+
 def test_failed_keeps_only_the_newest(tmp_path, certstore, daemon_factory):
     d = spool(tmp_path)
     daemon = daemon_factory("--messages=" + d, "--message-keep-failed=%s:3" % d,
