@@ -13,7 +13,7 @@ APT_PACKAGES := mosquitto busybox openssl runsv:runit shellcheck node:nodejs npm
 # The tests that exercise paho directly, run again against paho-mqtt 1.6.
 PAHO1_TESTS := tests/test_connection.py tests/test_messages.py tests/test_messages_delivery.py tests/test_subscriptions.py
 
-.PHONY: all test test-paho1 lint demo bench tools clean micropython
+.PHONY: all test test-paho1 lint demo bench tools clean micropython fuzz
 
 all: test
 
@@ -64,6 +64,13 @@ micropython:
 		npm install --prefix .node --no-audit --no-fund --silent $(MICROPYTHON_NPM) \
 		|| { echo "micropython: npm install $(MICROPYTHON_NPM) failed" >&2; exit 1; }; \
 	fi
+
+# The properties of tests/test_fuzz.py, 100,000 inputs each (make test runs
+# a few hundred); about half an hour on one core.
+FUZZ_EXAMPLES ?= 100000
+
+fuzz: $(VENV)/.stamp
+	CHARIOTD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py -q -p no:cacheprovider --durations=0
 
 demo: tools $(VENV)/.stamp
 	$(PY) examples/demo.py

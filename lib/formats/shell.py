@@ -141,6 +141,8 @@ def _kind(value):
 
 
 def load(text):
+    if "\0" in text:  # a shell drops or truncates at it, so we would read other text
+        raise FormatError("a NUL character, which a shell cannot hold")
     try:
         return _Parser(text, False).parse()
     except FormatError as strict_error:
