@@ -12,7 +12,7 @@ do the work, and provisioning code is imported only when asked for.
 import json
 import logging
 
-from lib.actiondir import ActionDir, ActionFailed, serve
+from .actiondir import ActionDir, ActionFailed, serve
 
 log = logging.getLogger("chariotd")
 
@@ -52,7 +52,7 @@ class Commands:
         if self._rotation and self._rotation.running:
             log.info("reprovisioning is already under way")
             return
-        from lib import provisioning
+        from . import provisioning
 
         try:
             self._rotation = provisioning.rotate(self._daemon)

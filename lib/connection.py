@@ -20,8 +20,8 @@ import ssl
 import threading
 import time
 
-from lib.certstore import CertStoreError
-from lib.mqttlib import mqtt
+from .certstore import CertStoreError
+from .mqttlib import mqtt
 
 log = logging.getLogger("chariotd")
 

@@ -12,22 +12,22 @@ import importlib
 import logging
 import signal
 
-from lib import children
-from lib.certstore import CertStore, CertStoreError
-from lib.connection import Connection
-from lib.dirwatch import DirWatcher
-from lib.eventloop import EventLoop
-from lib.publisher import Publisher
+from . import children
+from .certstore import CertStore, CertStoreError
+from .connection import Connection
+from .dirwatch import DirWatcher
+from .eventloop import EventLoop
+from .publisher import Publisher
 
 log = logging.getLogger("chariotd")
 
 # (module, whether the options ask for it), in start order.
 FEATURES = (
-    ("lib.shadowsync", lambda o: o.services or o.updates or o.defaultshadow),
-    ("lib.messages", lambda o: o.messages),
-    ("lib.subscriptions", lambda o: o.subscribe_write or o.subscribe_exec),
-    ("lib.tunnels", lambda o: o.tunnelmappings),
-    ("lib.commands", lambda o: o.commands),
+    (".shadowsync", lambda o: o.services or o.updates or o.defaultshadow),
+    (".messages", lambda o: o.messages),
+    (".subscriptions", lambda o: o.subscribe_write or o.subscribe_exec),
+    (".tunnels", lambda o: o.tunnelmappings),
+    (".commands", lambda o: o.commands),
 )
 
 NO_CERTIFICATE_PAUSE = 10.0  # so a supervisor restarting us does not spin
@@ -78,7 +78,7 @@ class Daemon:
         self.loop.add_signal_handler(signal.SIGHUP, self.refetch)
         self.connection.on_fatal(self._connection_gave_up)
         if self.options.fleetprov and self._needs_certificate():
-            self._start_part("lib.provisioning")
+            self._start_part(".provisioning")
         else:
             for module, wanted in FEATURES:
                 if wanted(self.options):
@@ -91,7 +91,8 @@ class Daemon:
         return self.exit_status
 
     def _start_part(self, module):
-        self.parts[module.rpartition(".")[2]] = importlib.import_module(module).start(self)
+        part = importlib.import_module(module, __package__)
+        self.parts[module.rpartition(".")[2]] = part.start(self)
 
     def _needs_certificate(self):
         try:

@@ -25,9 +25,9 @@ import stat
 import time
 import zlib
 
-from lib import awslimits, children
-from lib.actiondir import ActionDir, LinkedFile
-from lib.spoolindex import SpoolIndex
+from . import awslimits, children
+from .actiondir import ActionDir, LinkedFile
+from .spoolindex import SpoolIndex
 
 log = logging.getLogger("chariotd")
 

@@ -26,10 +26,10 @@ import json
 import logging
 import re
 
-from lib import children, formats, outfile
-from lib.certstore import PREFERRED, CertStore
-from lib.connection import Connection
-from lib.publisher import Publisher
+from . import children, formats, outfile
+from .certstore import PREFERRED, CertStore
+from .connection import Connection
+from .publisher import Publisher
 
 log = logging.getLogger("chariotd")
 

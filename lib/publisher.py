@@ -18,7 +18,7 @@ import itertools
 import logging
 import time
 
-from lib import awslimits
+from . import awslimits
 
 log = logging.getLogger("chariotd")
 

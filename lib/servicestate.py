@@ -33,7 +33,7 @@ import json
 import logging
 import math
 
-from lib import children, formats, outfile, shadowdoc
+from . import children, formats, outfile, shadowdoc
 
 log = logging.getLogger("chariotd")
 

@@ -60,12 +60,12 @@ import json
 import logging
 import os
 
-from lib import children, formats, shadowdoc
-from lib.actiondir import ActionFailed
-from lib.awslimits import PAYLOAD_LIMIT
-from lib.services import load_services
-from lib.servicestate import ChangeFailed, ChangeRefused, ServiceState
-from lib.updatefiles import UpdateFiles
+from . import children, formats, shadowdoc
+from .actiondir import ActionFailed
+from .awslimits import PAYLOAD_LIMIT
+from .services import load_services
+from .servicestate import ChangeFailed, ChangeRefused, ServiceState
+from .updatefiles import UpdateFiles
 
 log = logging.getLogger("chariotd")
 

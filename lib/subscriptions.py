@@ -20,7 +20,7 @@ import errno
 import logging
 import os
 
-from lib import awslimits, children
+from . import awslimits, children
 
 log = logging.getLogger("chariotd")
 

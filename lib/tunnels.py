@@ -25,7 +25,7 @@ import signal
 import subprocess
 import threading
 
-from lib import children
+from . import children
 
 log = logging.getLogger("chariotd")
 

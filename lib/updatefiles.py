@@ -14,7 +14,7 @@ configs from the shadow. What a file means is the sync's business.
 import logging
 import os
 
-from lib.actiondir import ActionDir, ActionFailed
+from .actiondir import ActionDir, ActionFailed
 
 log = logging.getLogger("chariotd")
 
