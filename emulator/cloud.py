@@ -25,6 +25,8 @@ import time
 import paho.mqtt.client as mqtt
 
 from . import cbor, provisioning
+from .defender import MIN_INTERVAL as DEFENDER_INTERVAL
+from .defender import DefenderService
 from .jobs import JobsService
 from .provisioning import ProvisioningService, load_templates
 from .shadow import DEFAULT_MAX_DEPTH, DEFAULT_MAX_STATE_BYTES, ShadowError, ShadowService
@@ -97,7 +99,7 @@ class Emulator:
     def __init__(self, port, host="127.0.0.1", ca=None, templates=None, clock=time.time,
                  client_id=None, max_depth=DEFAULT_MAX_DEPTH,
                  max_state_bytes=DEFAULT_MAX_STATE_BYTES, workdir=None, tick_interval=1.0,
-                 max_messages=100000):
+                 max_messages=100000, defender_interval=DEFENDER_INTERVAL):
         """CA: an emulator.pki.Pki or its directory; TEMPLATES: a templates file path or
         {name: Template}; CLOCK: seconds since the epoch, for all timestamps and expiry."""
         if isinstance(templates, str):
@@ -106,6 +108,7 @@ class Emulator:
         self.clock = clock
         self.shadows = ShadowService(clock, max_depth, max_state_bytes)
         self.jobs = JobsService(clock)
+        self.defender = DefenderService(clock, defender_interval)
         self.provisioning = ProvisioningService(ca, templates, clock, workdir)
         self.messages = []
         self.max_messages = max_messages
@@ -227,6 +230,12 @@ class Emulator:
                       "region": region, "services": services})
         return token
 
+    def defender_report(self, thing):
+        """THING's latest Device Defender report and its verdict ("accepted" or
+        "rejected: CODE: MESSAGE"), as (document, verdict); None before any."""
+        with self._lock:
+            return self.defender.last_report(thing)
+
     @property
     def things(self):
         """Provisioned things: {thingName: {certificateId, template, parameters, ...}}."""
@@ -309,7 +318,7 @@ class Emulator:
 
     def _dispatch(self, topic, payload):
         if topic.startswith("$aws/things/"):
-            services = (self.shadows, self.jobs)
+            services = (self.shadows, self.jobs, self.defender)
         elif topic.startswith(("$aws/certificates/", "$aws/provisioning-templates/")):
             services = (self.provisioning,)
         else:
@@ -361,6 +370,7 @@ class Emulator:
                                                  a.get("region", DEFAULT_REGION), a.get("token")),
             "job": lambda a: self.queue_job(a["thing"], a["job_id"], a["document"]),
             "things": lambda a: self.things,
+            "defender": lambda a: self.defender_report(a["thing"]),
         }
 
     def _publish_operation(self, topic, payload, qos):

@@ -23,11 +23,13 @@ log = logging.getLogger("chariotd")
 
 # (module, whether the options ask for it), in start order.
 FEATURES = (
+    (".status", lambda o: o.status_file),
     (".shadowsync", lambda o: o.services or o.updates or o.defaultshadow),
     (".messages", lambda o: o.messages),
     (".subscriptions", lambda o: o.subscribe_write or o.subscribe_exec),
     (".tunnels", lambda o: o.tunnelmappings),
     (".commands", lambda o: o.commands),
+    (".defender", lambda o: o.defender),
 )
 
 NO_CERTIFICATE_PAUSE = 10.0  # so a supervisor restarting us does not spin
@@ -47,9 +49,15 @@ class Daemon:
         self.publisher = Publisher(self.loop, self.connection, options.publish_rate,
                                    options.publish_bytes_rate)
         self.parts = {}
+        self.status = None  # the --status-file part, once started
         self.exit_status = 0
         self._refetchers = []
         self._exiting = False
+
+    def status_changed(self):
+        """Something --status-file shows has changed (nothing happens without it)."""
+        if self.status is not None:
+            self.status.changed()
 
     def on_refetch(self, fn):
         self._refetchers.append(fn)

@@ -84,6 +84,12 @@ def _build_parser():
     add("--publish-bytes-rate", metavar="B", default=str(DEFAULT_PUBLISH_BYTES_RATE))
     add("--poll-interval", metavar="SEC", default="1")
     add("--log-timestamps", action="store_true")
+    add("--defender", metavar="THING[:SECONDS]",
+        help="Device Defender metrics report every SECONDS (default 300)")
+    add("--defender-metric", metavar="NAME:CMD", help="custom metric: CMD's output", **many)
+    add("--defender-metrics-dir", metavar="DIR", help="custom metrics: one file per metric")
+    add("--status-file", metavar="PATH", help="keep a JSON status document at PATH")
+    add("--status", metavar="PATH", help="print the status file PATH for a person and exit")
     return p
 
 
@@ -94,7 +100,7 @@ def usage():
 def parse(argv):
     """Return an argparse namespace of settled values, or raise OptionError."""
     ns = _build_parser().parse_args(argv)
-    if ns.help or ns.version:
+    if ns.help or ns.version or ns.status:
         return ns
     for name in ("clientid", "cacert", "certstore"):
         if not getattr(ns, name):
@@ -112,7 +118,40 @@ def parse(argv):
     ns.subscribe_exec = [_pair("--subscribe-exec", v) for v in ns.subscribe_exec]
     ns.tunnelmappings = dict(_tunnel_mapping(v) for v in ns.tunnelmappings)
     ns.messages = _message_dirs(ns)
+    _defender_options(ns)
     return ns
+
+
+def _defender_options(ns):
+    if ns.defender is None:
+        if ns.defender_metric or ns.defender_metrics_dir:
+            raise OptionError("--defender-metric and --defender-metrics-dir need --defender")
+        return
+    thing, sep, seconds = ns.defender.partition(":")
+    if not thing or "/" in thing:
+        raise OptionError("--defender: %r is not THING or THING:SECONDS" % ns.defender)
+    ns.defender = (thing, _number("--defender", seconds, minimum=1) if sep else 300.0)
+    if not ns.defender_metric:
+        return
+    # Imported only for a device with custom metrics.
+    import shlex
+
+    from .defenderreport import valid_metric_name
+
+    metrics = []
+    for spec in ns.defender_metric:
+        name, command = _pair("--defender-metric", spec)
+        if not valid_metric_name(name):
+            raise OptionError("--defender-metric: %r is not a custom metric name (1-128 of "
+                              "a-z A-Z 0-9 : _ -, not aws:...)" % name)
+        try:
+            argv = shlex.split(command)
+        except ValueError as e:
+            raise OptionError("--defender-metric: %s: %s" % (name, e)) from None
+        if not argv:
+            raise OptionError("--defender-metric: %s: empty command" % name)
+        metrics.append((name, argv))
+    ns.defender_metric = metrics
 
 
 def _message_dirs(ns):
