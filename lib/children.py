@@ -29,6 +29,8 @@ STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 
 _groups = set()  # process group ids of children that may still be running
 _groups_lock = threading.Lock()
+running = 0  # commands started by run() and not yet finished, for --status-file
+on_change = None  # on_change() on the loop thread when running changes (lib/status.py)
 
 
 class Result:
@@ -150,8 +152,26 @@ def run(loop, command, done, stdin=b"", timeout=10, env=None, shell=True):
         loop.post(done, Result(error="cannot start: %s" % (e.strerror or e)))
         return None
     stdin_file.close()  # the child has its own descriptor
-    threading.Thread(target=_wait, args=(loop, proc, timeout, done), daemon=True).start()
+    threading.Thread(target=_wait, args=(loop, proc, timeout, _counted(done)),
+                     daemon=True).start()
     return proc
+
+
+def _counted(done):
+    """done, counting the command as running until it is called."""
+    global running
+    running += 1
+    if on_change:
+        on_change()
+
+    def finished(result):
+        global running
+        running -= 1
+        if on_change:
+            on_change()
+        done(result)
+
+    return finished
 
 
 def _wait(loop, proc, timeout, done):

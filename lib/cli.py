@@ -47,6 +47,10 @@ def main(argv):
     if opts.version:
         print("chariotd", options.VERSION)
         return 0
+    if opts.status:
+        from .status import show
+
+        return show(opts.status)
     setup_logging(opts.log_timestamps)
     from .daemon import Daemon
 

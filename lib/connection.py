@@ -161,7 +161,8 @@ class Connection:
         self._subscriptions = {}  # filter -> list of handler(topic, payload)
         self._pending_subacks = {}  # mid -> callback once acknowledged
         self._publishes = {}  # mid -> done(ok)
-        self._up, self._down, self._fatal = [], [], []
+        self._up, self._down, self._fatal, self._errors = [], [], [], []
+        self._endpoint = self._cert_id = None
         self._client = None
 
     # -- interface for the daemon's parts ---------------------------------
@@ -176,6 +177,18 @@ class Connection:
     def on_fatal(self, fn):
         """fn(exception): the connection gave up (certstore unusable, too many failures)."""
         self._fatal.append(fn)
+
+    def on_error(self, fn):
+        """fn(text) for each failed attempt or lost connection, with the reason."""
+        self._errors.append(fn)
+
+    @property
+    def endpoint(self):
+        return self._endpoint
+
+    @property
+    def certificate_id(self):
+        return self._cert_id
 
     def subscribe(self, topic_filter, handler):
         """Route messages matching topic_filter to handler(topic, payload), for good."""
@@ -447,6 +460,8 @@ class Connection:
             self._connack_timer = None
         if was_up:
             log.warning("connection to %s lost (%s); reconnecting", self._endpoint, reason)
+            for fn in self._errors:
+                fn("connection lost (%s)" % reason)
             self._loop.call_later(backoff_delay(0), self._attempt)
         else:
             self._failure("disconnected before the connection was accepted (%s)" % reason)
@@ -467,6 +482,8 @@ class Connection:
     def _failure(self, reason):
         self.failures += 1
         log.error("%s (failure %d in a row)", reason, self.failures)
+        for fn in self._errors:
+            fn(reason)
         if self.failures > MAX_FAILURES:
             rotated = self._certstore.rotate()
             if rotated:

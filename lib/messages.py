@@ -69,6 +69,10 @@ class Spools:
         for spool in self.spools:
             spool.stop()
 
+    def status(self):
+        """{directory: {waiting, in_flight, failed}} for --status-file."""
+        return {spool._settings.path: spool.counts() for spool in self.spools}
+
 
 class Sending:
     """A message taken from the index and not finished yet."""
@@ -92,6 +96,7 @@ class Spool:
         self._connection = daemon.connection
         self._publisher = daemon.publisher
         self._exit = daemon.exit
+        self._status_changed = daemon.status_changed
         self._sending = {}  # name -> Sending
         self._stopped = False
         self._jam_timer = None
@@ -111,6 +116,17 @@ class Spool:
         self._cancel_jam_timer()
         if self._rescan_timer is not None:
             self._rescan_timer.cancel()
+
+    def counts(self):
+        """Messages waiting, in flight, and kept in failed/."""
+        try:
+            failed = len(os.listdir(self._adir.failed))
+        except OSError:
+            failed = None
+        in_flight = len(self._sending)
+        # The index counts what it handed out until it is finished.
+        return {"waiting": max(0, len(self._index) - in_flight), "in_flight": in_flight,
+                "failed": failed}
 
     # -- finding files ------------------------------------------------------
 
@@ -217,6 +233,7 @@ class Spool:
     def _pump(self, just_read=None):
         """Send while slots are free; just_read is (name, (doc, stat)) of a file
         read in this turn of the loop, so not to be read again."""
+        self._status_changed()  # a pump follows every change of the counts
         if self._stopped or not self._connection.connected:
             return
         while len(self._sending) < self._settings.concurrency:

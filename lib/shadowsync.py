@@ -59,6 +59,7 @@ import itertools
 import json
 import logging
 import os
+import time
 
 from . import children, formats, shadowdoc
 from .actiondir import ActionFailed
@@ -93,7 +94,14 @@ def start(daemon):
         log.info("shadow %s: services %s%s", thing, ", ".join(sorted(services)) or "none",
                  "".join("; updates from %s" % a.path for a in sync.updates.dirs))
     daemon.on_refetch(lambda: [sync.fetch() for sync in syncs.values()])
-    return syncs
+    return Shadows(syncs)
+
+
+class Shadows(dict):
+    """The ShadowSyncs by thing, and what --status-file shows of them."""
+
+    def status(self):
+        return {thing: sync.status() for thing, sync in self.items()}
 
 
 def _load_services(directories):
@@ -149,6 +157,9 @@ class ShadowSync:
         self.fetch_wanted = False
         self.retry_timer = None
         self.failures = 0
+        self.synced_at = None  # for --status-file: when a document, delta or update last landed
+        self.not_applied = set()  # desired keys a service failed to apply
+        self._status_changed = daemon.status_changed
         for suffix, handler in (("/get/accepted", self._got), ("/get/rejected", self._get_refused),
                                 ("/update/accepted", self._updated),
                                 ("/update/rejected", self._update_refused),
@@ -165,8 +176,15 @@ class ShadowSync:
         self.fetch_wanted = True
         self._next()
 
+    def status(self):
+        return {"version": self.version, "synced": self.synced,
+                "synced_at": None if self.synced_at is None else
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.synced_at)),
+                "desired_left": sorted(self.not_applied | self.clear)}
+
     def _next(self):
         """Send what is due, unless a request is awaiting its answer."""
+        self._status_changed()  # every answer and change ends here
         if self.request or self.retry_timer or not self.connection.connected:
             return
         if self.fetch_wanted:
@@ -297,6 +315,7 @@ class ShadowSync:
         if req is None:
             return
         self.failures = 0
+        self.synced_at = time.time()
         self.reported = shadowdoc.apply(self.reported, req.reported)
         for key in [k for k, v in self.extra.items() if shadowdoc.equal(self.reported.get(k), v)]:
             del self.extra[key]
@@ -346,6 +365,7 @@ class ShadowSync:
                 st.seed(self.reported)
         self._handle(_section(state, "desired"), "desired state", first, refresh=True)
         self.version = max(self.version, version)
+        self.synced_at = time.time()
         if first:
             self._synced(version)
 
@@ -356,6 +376,7 @@ class ShadowSync:
                      self.thing, version, self.version)
             return
         self.version = version
+        self.synced_at = time.time()
         self._handle(msg["state"], "delta version %d" % version)
 
     def _handle(self, changes, origin, first=False, refresh=False):
@@ -388,7 +409,9 @@ class ShadowSync:
         except ChangeFailed as e:
             log.error("shadow %s: %s: %s not applied: %s; left in desired",
                       self.thing, st.key, origin, e)
+            self.not_applied.add(st.key)
             return
+        self.not_applied.discard(st.key)
         self.clear.add(st.key)
 
     def _synced(self, version):

@@ -1,0 +1,221 @@
+"""--status-file: what the daemon is doing, as a JSON file a field engineer can read.
+
+The daemon's parts call `daemon.status_changed()` when something shown here
+changes; this part then writes the whole document again, at most once a
+second and only when its content changed, as a temporary file in the same
+directory renamed over PATH (mode 0644), so a reader only ever sees a
+complete document and reading it costs the daemon nothing. It holds the
+connection (up or not and since when, endpoint, client id, certificate id,
+the last connection error), each message directory's waiting, in-flight
+and failed counts, each shadow's last synced version and time and the
+desired keys not yet applied, what any other part reports of itself
+(`status()`), and how many child processes run. Nothing secret: no keys,
+certificates' contents or tokens. `show(path)` is `chariotd --status PATH`:
+the document in a few lines for a person. Imported only when either is used.
+"""
+
+import json
+import logging
+import os
+import time
+
+from . import children
+
+log = logging.getLogger("chariotd")
+
+MIN_INTERVAL = 1.0
+MODE = 0o644
+
+
+def start(daemon):
+    return StatusFile(daemon)
+
+
+def when(t):
+    """Seconds since the epoch as ISO 8601 UTC, or None."""
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class StatusFile:
+    def __init__(self, daemon):
+        self.path = daemon.options.status_file
+        self._daemon = daemon
+        self._loop = daemon.loop
+        self._connection = daemon.connection
+        self._pending = False
+        self._last_write = -MIN_INTERVAL
+        self._written = None
+        self._started = time.time()
+        self._since = None  # when the connection last went up or down
+        self._last_error = None  # (time, text)
+        self._running = True
+        daemon.status = self
+        children.on_change = self.changed
+        self._connection.on_up(self._went_up)
+        self._connection.on_down(self._went_down)
+        self._connection.on_error(self._error)
+        self.changed()  # once every part has started
+
+    def stop(self):
+        # The last word, written now whatever the once-a-second limit says.
+        self._running = False
+        self._pending = False
+        self._flush(force=True)
+
+    def _went_up(self):
+        self._since = time.time()
+        self.changed()
+
+    def _went_down(self):
+        self._since = time.time()
+        self.changed()
+
+    def _error(self, text):
+        self._last_error = (time.time(), text)
+        self.changed()
+
+    def changed(self):
+        """Something shown changed: write soon, and at most once a second."""
+        if self._pending:
+            return
+        self._pending = True
+        wait = self._last_write + MIN_INTERVAL - time.monotonic()
+        if wait > 0:
+            self._loop.call_later(wait, self._flush)
+        else:
+            self._loop.post(self._flush)  # after the rest of this turn's changes
+
+    def _flush(self, force=False):
+        if not self._pending and not force:
+            return
+        self._pending = False
+        doc = self.document()
+        text = json.dumps(doc, indent=1, sort_keys=True)
+        if text == self._written:
+            return
+        try:
+            _write_atomically(self.path, (text + "\n").encode())
+        except OSError as e:
+            log.warning("--status-file %s: cannot write: %s", self.path, e.strerror or e)
+            return
+        self._written = text
+        self._last_write = time.monotonic()
+
+    def document(self):
+        conn = self._connection
+        error = None
+        if self._last_error is not None:
+            error = {"at": when(self._last_error[0]), "error": self._last_error[1]}
+        endpoint = conn.endpoint
+        doc = {
+            "pid": os.getpid(),
+            "running": self._running,
+            "started": when(self._started),
+            "connection": {
+                "connected": conn.connected,
+                "since": when(self._since),
+                "endpoint": None if endpoint is None else str(endpoint),
+                "clientid": self._daemon.options.clientid,
+                "certificate": conn.certificate_id,
+                "failures_in_a_row": conn.failures,
+                "last_error": error,
+            },
+            "children_running": children.running,
+        }
+        for name, part in sorted(self._daemon.parts.items()):
+            status = getattr(part, "status", None)
+            if status is not None and part is not self:
+                doc[name] = status()
+        return doc
+
+
+def _write_atomically(path, data):
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, ".%s.%d.tmp" % (base, os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 MODE)
+    try:
+        os.fchmod(fd, MODE)  # whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+# -- chariotd --status PATH ---------------------------------------------------------
+
+
+def show(path, out=None):
+    """Print the status file at path for a person; returns the exit status."""
+    import sys
+
+    out = out or sys.stdout
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.stderr.write("chariotd: cannot read the status file %s: %s\n"
+                         % (path, getattr(e, "strerror", None) or e))
+        return 1
+    out.write(describe(doc))
+    return 0
+
+
+def describe(doc, now=None):
+    """The status document as a few lines of text."""
+    now = time.time() if now is None else now
+    lines = []
+    conn = doc.get("connection") or {}
+    state = "connected" if conn.get("connected") else "NOT connected"
+    since = conn.get("since")
+    lines.append("chariotd (pid %s, started %s): %s to %s%s" % (
+        doc.get("pid"), doc.get("started"), state, conn.get("endpoint"),
+        " since %s (%s)" % (since, _ago(since, now)) if since else ""))
+    lines.append("  client id %s, certificate %s" % (conn.get("clientid"),
+                                                     conn.get("certificate")))
+    error = conn.get("last_error")
+    if error:
+        lines.append("  last connection error %s (%s): %s" % (
+            error.get("at"), _ago(error.get("at"), now), error.get("error")))
+    if conn.get("failures_in_a_row"):
+        lines.append("  %d connection failures in a row" % conn["failures_in_a_row"])
+    for path, counts in sorted((doc.get("messages") or {}).items()):
+        lines.append("  messages %s: %s waiting, %s in flight, %s failed" % (
+            path, counts.get("waiting"), counts.get("in_flight"), counts.get("failed")))
+    for thing, shadow in sorted((doc.get("shadowsync") or {}).items()):
+        left = shadow.get("desired_left") or []
+        lines.append("  shadow %s: version %s synced %s%s" % (
+            thing, shadow.get("version"), shadow.get("synced_at") or "never",
+            "; left in desired: " + ", ".join(left) if left else ""))
+    jobs = doc.get("jobs")
+    if jobs:
+        lines.append("  jobs: %s" % json.dumps(jobs, sort_keys=True))
+    defender = doc.get("defender")
+    if defender:
+        lines.append("  defender %s every %ss: last report %s sent %s, %s" % (
+            defender.get("thing"), defender.get("interval"), defender.get("report_id"),
+            defender.get("sent") or "never", defender.get("answer") or "no answer yet"))
+    lines.append("  %s child process(es) running" % doc.get("children_running", 0))
+    return "\n".join(lines) + "\n"
+
+
+def _ago(stamp, now):
+    import calendar
+
+    try:
+        t = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return "?"
+    seconds = max(0, int(now - t))
+    if seconds < 120:
+        return "%ds ago" % seconds
+    if seconds < 7200:
+        return "%dm ago" % (seconds // 60)
+    if seconds < 172800:
+        return "%dh ago" % (seconds // 3600)
+    return "%dd ago" % (seconds // 86400)
