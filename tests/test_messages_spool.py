@@ -78,6 +78,7 @@ def test_refused_publish_is_retried_then_failed(tmp_path, caplog):
         json.dump({"topic": "t/refused", "payload": 1}, f)
     connection, publisher = FakeConnection(), FakePublisher()
     daemon = types.SimpleNamespace(loop=None, connection=connection, publisher=publisher,
+                                   status_changed=lambda: None,
                                    watcher=FakeWatcher(), exit=None)
     caplog.set_level(logging.INFO, logger="chariotd")
     Spool(daemon, spool_settings(path, retries=2))
@@ -143,6 +144,7 @@ def test_any_file_is_sent_or_failed_and_the_spool_carries_on(contents):
             f.write(data)
     connection, publisher = FakeConnection(), FakePublisher()
     daemon = types.SimpleNamespace(loop=None, connection=connection, publisher=publisher,
+                                   status_changed=lambda: None,
                                    watcher=FakeWatcher(), exit=None)
     Spool(daemon, spool_settings(path))
     connection.regain()
@@ -160,6 +162,7 @@ def test_message_the_generator_environment_cannot_carry_fails(tmp_path, caplog):
         f.write('{"topic": "a/\\ud800", "payload": 1}')  # a lone surrogate
     connection, publisher = FakeConnection(), FakePublisher()
     daemon = types.SimpleNamespace(loop=None, connection=connection, publisher=publisher,
+                                   status_changed=lambda: None,
                                    watcher=FakeWatcher(), exit=None)
     Spool(daemon, spool_settings(path, letterhead_file=None, letterhead_generator="echo {}"))
     connection.regain()
