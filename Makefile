@@ -41,8 +41,36 @@ tools:
 		|| { echo "make: could not install$$missing; install it by hand (apt-get install$$missing)" >&2; exit 1; }; \
 	fi
 
+# oelint-adv on the Yocto layer, for the current LTS; info-level hints are
+# not shown, errors and warnings fail. homepageping is off: it needs the
+# network (and HOMEPAGE is a placeholder until chariotd has a public home).
+OELINT := $(VENV)/bin/oelint-adv --quiet --hide info --release scarthgap \
+	--suppress oelint.vars.homepageping
+# Buildroot's utils/check-package on buildroot-package/ and the init scripts
+# it installs, when BUILDROOT_DIR names a Buildroot tree.
+BUILDROOT_DIR ?=
+CHECK_PACKAGE_FILES = $(shell find buildroot-package -type f) init/sysvinit/S90chariotd \
+	init/runit/chariotd/run init/runit/chariotd/finish init/runit/chariotd/log/run
+SHELL_SCRIPTS := init/runit/chariotd/run init/runit/chariotd/finish \
+	init/runit/chariotd/log/run init/sysvinit/S90chariotd
+
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
+	@if command -v shellcheck >/dev/null 2>&1; then \
+		echo "shellcheck -s sh $(SHELL_SCRIPTS)"; shellcheck -s sh $(SHELL_SCRIPTS); \
+	else echo "lint: no shellcheck (apt-get install shellcheck): SKIPPING shellcheck"; fi
+	$(OELINT) $$(find meta-chariotd -name '*.bb' -o -name '*.bbappend' -o -name '*.conf' | sort)
+	@if [ -z "$(BUILDROOT_DIR)" ]; then \
+		echo "lint: BUILDROOT_DIR is not set: SKIPPING Buildroot's check-package"; \
+	elif [ ! -x "$(BUILDROOT_DIR)/utils/check-package" ]; then \
+		echo "lint: BUILDROOT_DIR=$(BUILDROOT_DIR) has no utils/check-package" >&2; exit 1; \
+	else \
+		$(VENV)/bin/pip install -q --disable-pip-version-check flake8 python-magic \
+		&& echo "check-package -b $(CHECK_PACKAGE_FILES)" \
+		&& top=$$(pwd) && cd "$(BUILDROOT_DIR)" \
+		&& PATH="$$top/$(VENV)/bin:$$PATH" utils/check-package -b \
+			$(addprefix $$top/,$(CHECK_PACKAGE_FILES)); \
+	fi
 
 test: tools $(VENV)/.stamp $(VENV1)/.stamp lint micropython
 	$(PY) -m pytest tests -q -p no:cacheprovider
