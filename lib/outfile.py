@@ -3,9 +3,10 @@
 A new outfile is written to a temporary file in the outfile's own
 directory, flushed to disk and renamed over the old one, so a reader sees
 either the whole old file or the whole new one, and a full disk or a
-missing directory leaves the old file intact. A symlinked outfile (an /etc
-entry pointing into a writable partition, say) is replaced at the link's
-target. `/dev/null` is never written. This module knows nothing of
+missing directory leaves the old file intact. The temporary file of a
+writer killed before its rename is removed by the next write. A symlinked
+outfile (an /etc entry pointing into a writable partition, say) is
+replaced at the link's target. `/dev/null` is never written. This module knows nothing of
 formats, services or shadows.
 """
 
@@ -45,7 +46,7 @@ def replace(path, data):
         old = os.stat(target)
     except FileNotFoundError:
         old = None
-    _remove(tmp)  # a leftover of a crashed predecessor with our pid
+    _remove_leftovers(directory, name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o666)
     try:
@@ -85,6 +86,30 @@ def _sync_directory(directory):
         pass  # some filesystems refuse fsync on directories
     finally:
         os.close(fd)
+
+
+def _remove_leftovers(directory, name):
+    # A daemon killed between creating its temporary file and renaming it
+    # leaves the file behind; remove those whose writer is gone (ours too).
+    prefix = ".%s.chariotd-" % name
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+    except OSError:
+        return
+    for leftover in names:
+        pid = leftover[len(prefix):]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _running(int(pid))):
+            _remove(os.path.join(directory, leftover))
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
 
 
 def _remove(path):

@@ -37,9 +37,12 @@ Decisions:
   RETRY_FIRST to RETRY_CAP (reset by the next success), so an update the
   cloud keeps refusing (413: too large) costs one log line per RETRY_CAP.
 - Desired keys handled are cleared whole (only those, so desired state of
-  services this device lacks is left alone). Should the cloud change a key
-  again between our reading it and our clearing it, that change still
-  comes as a delta, which is handled. A refused change is handled: it is
+  services this device lacks is left alone), by an update that carries the
+  version the shadow had when we last heard of it. Should the cloud change
+  desired state between our reading it and our clearing it, the update is
+  refused (409) and the document fetched again; otherwise a change the
+  daemon had applied but not yet reported when it was killed would be
+  cleared from desired and lost. A refused change is handled: it is
   logged and cleared, and the reported config shows it was not taken. A
   change that failed on the device (outfile not writable) is left in
   desired to be tried again at the next fetch.
@@ -152,6 +155,7 @@ class ShadowSync:
         self.synced = False  # the first fetch since start has been handled
         self.creating = False  # a missing shadow is to be created by the next update
         self.version = 0  # newest document or delta version handled
+        self.cloud_version = None  # the shadow's version as far as we know (None: unknown)
         self.early_delta = None
         self.request = None
         self.fetch_wanted = False
@@ -205,7 +209,10 @@ class ShadowSync:
         if req.reported or req.creates:
             # Even with nothing to report, the update is what creates the shadow.
             state["reported"] = req.reported
-        self._send(req, {"state": state})
+        body = {"state": state}
+        if req.clear and not req.creates and self.cloud_version is not None:
+            body["version"] = self.cloud_version  # clear only what we have seen
+        self._send(req, body)
 
     def _changed_reported(self):
         """The reported update that brings the shadow in line with the configs."""
@@ -259,6 +266,7 @@ class ShadowSync:
 
     def _connection_lost(self):
         self.version = 0  # what happened meanwhile is unknown; the next document is the truth
+        self.cloud_version = None
         if self.request:
             self._drop(self.request)
         if self.retry_timer:
@@ -316,6 +324,8 @@ class ShadowSync:
             return
         self.failures = 0
         self.synced_at = time.time()
+        if isinstance(msg.get("version"), int):
+            self.cloud_version = msg["version"]
         self.reported = shadowdoc.apply(self.reported, req.reported)
         for key in [k for k, v in self.extra.items() if shadowdoc.equal(self.reported.get(k), v)]:
             del self.extra[key]
@@ -330,12 +340,22 @@ class ShadowSync:
 
     def _update_refused(self, msg):
         req = self._ours(msg, "update")
-        if req is not None:
-            self._failed(req, "refused: %s" % _error(msg))
+        if req is None:
+            return
+        if msg.get("code") == 409:
+            # Desired state changed since we last saw it: read it before clearing.
+            log.info("shadow %s: changed meanwhile (version conflict); fetching it again",
+                     self.thing)
+            self._drop(req)
+            self.cloud_version = None
+            self.fetch()
+            return
+        self._failed(req, "refused: %s" % _error(msg))
 
     def _deleted(self, _msg):
         log.info("shadow %s was deleted; fetching it again", self.thing)
         self.version = 0
+        self.cloud_version = None
         self.fetch()
 
     def _delta_arrived(self, msg):
@@ -366,6 +386,7 @@ class ShadowSync:
         self._handle(_section(state, "desired"), "desired state", first, refresh=True)
         self.version = max(self.version, version)
         self.synced_at = time.time()
+        self.cloud_version = version
         if first:
             self._synced(version)
 
@@ -377,6 +398,8 @@ class ShadowSync:
             return
         self.version = version
         self.synced_at = time.time()
+        if self.cloud_version is not None:
+            self.cloud_version = max(self.cloud_version, version)
         self._handle(msg["state"], "delta version %d" % version)
 
     def _handle(self, changes, origin, first=False, refresh=False):
