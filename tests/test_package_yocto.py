@@ -23,21 +23,22 @@ LAYER = ROOT / "meta-chariotd"
 RECIPES = sorted((LAYER / "recipes-connectivity" / "chariotd").glob("chariotd_*.bb"))
 
 # Which OpenEmbedded (scarthgap) python3 package holds each standard module
-# lib/ imports, from python3-manifest.json. A new import needs a line here and,
-# when its package is new, a word in the recipe's RDEPENDS.
+# lib/ may import, from python3-manifest.json (modules built into the
+# interpreter: core). A new import needs a line here and, when its package is
+# new, a word in the recipe's RDEPENDS.
 OE_PACKAGES = {
-    "argparse": "core", "array": "core", "bisect": "core", "collections": "core",
-    "ctypes": "ctypes", "errno": "core", "functools": "core", "hashlib": "crypt",
-    "heapq": "core", "importlib": "core", "itertools": "core", "json": "json",
-    "logging": "logging", "math": "core", "os": "core", "random": "math", "re": "core",
-    "select": "core", "shlex": "core", "signal": "core", "socket": "core", "ssl": "io",
-    "stat": "core", "struct": "core", "subprocess": "core", "sys": "core",
-    "tempfile": "io", "threading": "core", "time": "core", "types": "core",
-    "urllib": "core", "weakref": "core", "zlib": "core", "base64": "core",
-    "binascii": "core", "copy": "core", "fcntl": "core", "io": "core",
-    "string": "core", "traceback": "core", "uuid": "core", "datetime": "datetime",
-    "selectors": "io", "shutil": "core", "fnmatch": "core", "codecs": "core",
-    "contextlib": "core", "operator": "core", "textwrap": "core", "warnings": "core",
+    "argparse": "core", "array": "core", "base64": "netclient", "binascii": "core",
+    "bisect": "core", "calendar": "datetime", "codecs": "core", "collections": "core",
+    "contextlib": "core", "copy": "core", "ctypes": "ctypes", "datetime": "datetime",
+    "errno": "core", "fcntl": "fcntl", "fnmatch": "core", "functools": "core",
+    "hashlib": "crypt", "heapq": "core", "importlib": "core", "io": "core", "ipaddress": "core",
+    "itertools": "core", "json": "json", "logging": "logging", "math": "core",
+    "operator": "core", "os": "core", "random": "math", "re": "core", "select": "core",
+    "selectors": "core", "shlex": "shell", "shutil": "core", "signal": "core", "socket": "io",
+    "ssl": "io", "stat": "core", "string": "stringold", "struct": "core", "subprocess": "core",
+    "sys": "core", "tempfile": "io", "textwrap": "core", "threading": "core", "time": "core",
+    "traceback": "core", "types": "core", "urllib": "core", "uuid": "netclient",
+    "warnings": "core", "weakref": "core", "zlib": "core",
 }
 
 

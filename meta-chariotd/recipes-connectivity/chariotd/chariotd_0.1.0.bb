@@ -92,9 +92,12 @@ CONFFILES:${PN} = "${sysconfdir}/default/chariotd"
 RDEPENDS:${PN} = "python3-core \
                   python3-crypt \
                   python3-ctypes \
+                  python3-datetime \
+                  python3-fcntl \
                   python3-io \
                   python3-json \
                   python3-logging \
                   python3-math \
+                  python3-shell \
                   python3-paho-mqtt"
 RDEPENDS:${PN}-runit = "${PN}"
