@@ -2,8 +2,10 @@
 config take effect on the device.
 
 `apply` validates a new config, renders it in the service's outformat
-(only the `outkeys` when given), replaces the outfile when the rendered
-bytes differ from what is on disk, remembers the config and runs
+(only the `outkeys` when given), replaces the outfile unless what is on
+disk already says the same (the same bytes, or text that reads back, in
+the outformat, as a config rendered to those bytes: another tool's
+whitespace, key order or quoting), remembers the config and runs
 `notifycmd` when the outfile changed (or a `notifykeys` key changed, or on
 the first fetch with `initialnotify`). A change that cannot work (validate
 raised, a value of the wrong shape for the format) raises ChangeRefused; a
@@ -128,12 +130,28 @@ class ServiceState:
             except ChangeRefused:
                 return True
         try:
-            if not outfile.differs(path, data):
+            if self._holds(path, data):
                 return False
             outfile.replace(path, data)
         except OSError as e:
             raise ChangeFailed("cannot write %s: %s" % (path, e.strerror or e)) from None
         return True
+
+    def _holds(self, path, data):
+        """Whether the outfile already says what data says: the same bytes, or
+        text that reads (in the outformat) as a config rendered exactly as data,
+        so a file another tool wrote with other whitespace, key order or
+        quoting is left alone. A missing or unreadable file does not."""
+        existing = outfile.read(path)
+        if existing is None or len(existing) >= outfile.READ_LIMIT:
+            return False  # missing, or more than a config can be (read() stops there)
+        if existing == data:
+            return True
+        fmt = self.service.outformat
+        try:
+            return formats.dump(fmt, formats.load(fmt, existing)).encode() == data
+        except (formats.FormatError, UnicodeError):
+            return False
 
     def _render(self, config):
         fmt = self.service.outformat

@@ -17,10 +17,11 @@ Decisions:
   it is taken from the shadow's `reported` section, the record of what was
   applied and reported before; only a key the shadow has no record of (a new
   shadow, a newly added service) is read back from the outfile, once, and
-  then reported. Whether to write the outfile is decided by comparing the
-  would-be bytes with the file on disk, on every fetch, so a missing or
-  hand-edited outfile is brought back in line (and notified), and an
-  unchanged one is left alone.
+  then reported. Whether to write the outfile is decided on every fetch by
+  comparing it with the file on disk (servicestate: the same bytes, or text
+  that reads as the same config), so a missing or really different outfile
+  is brought back in line (and notified), and one that says the same, in
+  whatever whitespace or key order, is left alone.
 - Local updates (lib.updatefiles) wait in `new/` until the first fetch has
   told the daemon the current configs. Each file is deleted only once the
   update that reports it has been accepted.

@@ -234,3 +234,65 @@ def test_new_service_on_an_existing_shadow_reports_its_outfile(tmp_path, emulato
     assert shadow_state(emulator)["reported"] == {"other": 1, "ntp": {"servers": ["pool.ntp.org"]}}
     assert_quiet(emulator, [runs], seconds=1)
     assert runs() == 0
+
+
+def quiet_change(emulator, desired):
+    """Change desired state without the device hearing of it (no delta)."""
+    with emulator._lock:
+        emulator.shadows.update(THING, None, {"state": {"desired": desired}})
+
+
+def fingerprint(path):
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, read_file(path)
+
+
+def test_an_outfile_saying_the_same_in_other_words_is_left_alone(
+        tmp_path, broker, emulator, certstore, daemon_factory):
+    # Written by hand, by another tool or by the NodeJS daemon: other
+    # whitespace, key order, quoting; it parses to the service's config.
+    services, console_rc, console_runs = console_service(tmp_path)
+    write_file(console_rc, "# by hand\nexport net_if=eth0\nname=\"x y\"\nbaud=9600 ;\n"
+               "on=true\n")
+    notify, ntp_runs = notify_counter(tmp_path, "ntp")
+    ntp = write_file(tmp_path / "ntp.json", '{"servers":["a",  "b"],\n"mode": "x"}')
+    json_service(services, "ntp", key="ntp", outfile=ntp, outformat="JSON", notifycmd=notify)
+    # A third service whose changes show when a refetch has been handled.
+    notify, marker_runs = notify_counter(tmp_path, "marker")
+    marker = str(tmp_path / "marker.json")
+    json_service(services, "marker", key="marker", outfile=marker, outformat="JSON",
+                 notifycmd=notify)
+    emulator.update_shadow(THING, {"reported": {
+        "console": {"baud": 9600, "name": "x y", "net": {"if": "eth0"}, "on": True},
+        "ntp": {"mode": "x", "servers": ["a", "b"]}}})
+    before = {path: fingerprint(path) for path in (console_rc, ntp)}
+
+    d = start(daemon_factory, certstore, "--services=%s:%s" % (THING, services))
+    assert_quiet(emulator, [console_runs, ntp_runs], seconds=1.5)
+    assert {path: fingerprint(path) for path in before} == before, "rewritten at start"
+    assert console_runs() == ntp_runs() == 0
+    assert device_updates(emulator) == []
+
+    # Refetch (SIGHUP), with a change for the marker only.
+    quiet_change(emulator, {"marker": {"n": 1}})
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: marker_runs() == 1, what="the refetch handled")
+    # Reconnect, the same.
+    broker.stop()
+    d.wait_log("connection to .* lost")
+    quiet_change(emulator, {"marker": {"n": 2}})
+    broker.start()
+    assert emulator.wait_ready(10)
+    wait_until(lambda: marker_runs() == 2, timeout=20, what="the reconnect handled")
+    assert {path: fingerprint(path) for path in before} == before, "rewritten"
+    assert console_runs() == ntp_runs() == 0
+    assert not [line for line in d.log().splitlines() if "wrote" in line and "marker" not in line]
+
+    # A really different outfile, and a missing one, are rewritten and notified.
+    write_file(console_rc, "baud=4800\nname='x y'\nnet_if=eth0\non=true\n")
+    os.unlink(ntp)
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: console_runs() == 1 and ntp_runs() == 1, what="both notified")
+    assert source_in(["sh"], console_rc, ["baud"]) == [b"9600"]
+    assert json.loads(read_file(ntp)) == {"mode": "x", "servers": ["a", "b"]}
+    d.wait_log(r"console: wrote .*console.rc \(current config\)")
