@@ -1,7 +1,8 @@
 # chariotd: `make demo`, `make test`, `make bench`, `make lint`.
 # Everything the targets need is set up here: a venv in .venv (paho-mqtt 2.x
 # and the test tools), a second one in .venv-paho1 with paho-mqtt 1.6.1, and
-# mosquitto, busybox and openssl from apt when they are missing.
+# mosquitto, busybox, dash, bash and openssl from apt when they are missing
+# (the SHELL format's tests source files in each shell).
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ VENV1 := .venv-paho1
 PY := $(VENV)/bin/python
 PY1 := $(VENV1)/bin/python
 # command:package (just the name when they are the same)
-APT_PACKAGES := mosquitto busybox openssl runsv:runit shellcheck node:nodejs npm
+APT_PACKAGES := mosquitto busybox dash bash openssl runsv:runit shellcheck node:nodejs npm
 # The tests that exercise paho directly, run again against paho-mqtt 1.6.
 PAHO1_TESTS := tests/test_connection.py tests/test_messages.py tests/test_messages_delivery.py tests/test_subscriptions.py
 

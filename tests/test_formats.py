@@ -10,11 +10,11 @@ import shutil
 import subprocess
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lib import formats
-from lib.formats import FormatError, shell
+from lib.formats import FormatError, shell, shellnames
 
 # --- registry --------------------------------------------------------------
 
@@ -156,7 +156,9 @@ def test_plaintext_round_trip(text):
 def test_shell_layout():
     cfg = {"b": "x", "a": {"y": 1, "x": True, "n": None}, "c": [1, "two", False], "e": ""}
     assert formats.dump("SHELL", cfg) == (
-        "a_x='true'\na_y='1'\nb='x'\nc=('1' 'two' 'false')\ne=''\n"
+        "a_x='true'\na_y='1'\nb='x'\n"
+        "[ -z \"${BASH_VERSION-}\" ] || eval 'c=('\\''1'\\'' '\\''two'\\'' '\\''false'\\'')'\n"
+        "e=''\n"
     )
 
 
@@ -170,7 +172,7 @@ def test_shell_none_and_empty():
     assert formats.dump("SHELL", None) == ""
     assert formats.dump("SHELL", {}) == ""
     assert formats.dump("SHELL", {"a": None, "b": {}}) == ""
-    assert formats.dump("SHELL", {"a": []}) == "a=()\n"
+    assert formats.dump("SHELL", {"a": []}) == "[ -z \"${BASH_VERSION-}\" ] || eval 'a=()'\n"
 
 
 @pytest.mark.parametrize(
@@ -205,6 +207,64 @@ def test_valid_name():
     assert shell.valid_name("A_1")
     assert not shell.valid_name("1")
     assert not shell.valid_name("a.b")
+
+
+# --- SHELL: names the shell, the loader or child programs act on -------------
+
+# An independent list (not shellnames'): each must be refused as a key.
+ACTED_ON = [
+    "PATH", "IFS", "ENV", "BASH_ENV", "CDPATH", "PS1", "PS2", "PS3", "PS4", "PS0",
+    "SHELLOPTS", "BASHOPTS", "HOME", "SHELL", "TMPDIR", "LD_PRELOAD", "LD_LIBRARY_PATH",
+    "LD_AUDIT", "LD_anything", "BASH_XTRACEFD", "BASH_COMPAT", "BASH_LOADABLES_PATH",
+    "BASH", "OPTIND", "OPTARG", "PPID", "PWD", "OLDPWD", "HISTFILE", "MAIL", "MAILPATH",
+    "MAILCHECK", "LANG", "LC_ALL", "LC_CTYPE", "LANGUAGE", "TZ", "TZDIR", "POSIXLY_CORRECT",
+    "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PERL5LIB", "PERL5OPT", "PERLLIB",
+    "RUBYOPT", "NODE_OPTIONS", "LUA_INIT", "JAVA_TOOL_OPTIONS", "GCONV_PATH",
+    "GLIBC_TUNABLES", "MALLOC_CHECK_", "HOSTALIASES", "RES_OPTIONS", "LOCALDOMAIN",
+    "NLSPATH", "LOCPATH", "GLOBIGNORE", "EXECIGNORE", "FUNCNEST", "TIMEFORMAT", "TMOUT",
+    "UID", "EUID", "SHLVL", "RANDOM", "SECONDS", "LINENO", "FUNCNAME", "HISTSIZE",
+    "PROMPT_COMMAND", "INPUTRC", "FPATH", "ZDOTDIR", "BB_ASH_VERSION", "TERM", "TERMINFO",
+    "EDITOR", "PAGER", "LESSOPEN", "GIT_SSH_COMMAND", "XDG_CONFIG_HOME", "SSL_CERT_FILE",
+    "OPENSSL_CONF", "http_proxy", "https_proxy", "HTTPS_PROXY", "no_proxy", "histchars",
+    "auto_resume", "_", "COMP_WORDS", "READLINE_LINE",
+]
+
+
+@pytest.mark.parametrize("name", ACTED_ON)
+def test_shell_refuses_a_name_the_shell_or_loader_acts_on(name):
+    assert shellnames.acted_on(name)
+    with pytest.raises(FormatError, match="key '%s' is a name the shell, the dynamic" % name):
+        formats.dump("SHELL", {name: "x", "fine": "y"})
+    with pytest.raises(FormatError, match="not written"):
+        formats.dump("SHELL", {name: ["x"]})  # as an array too
+
+
+def test_shell_refuses_such_a_name_made_by_joining_nested_keys():
+    # The issue's document: every such name is named, sorted.
+    cfg = {"PATH": "/tmp/evil", "LD": {"PRELOAD": "/tmp/x.so"}, "BASH": {"ENV": "/config/motd"},
+           "ok": "1"}
+    with pytest.raises(FormatError) as e:
+        formats.dump("SHELL", cfg)
+    assert str(e.value) == ("keys 'BASH_ENV', 'LD_PRELOAD', 'PATH' are names the shell, the "
+                            "dynamic loader or the programs they start act on; not written")
+    with pytest.raises(FormatError, match="'LC_ALL'"):
+        formats.dump("SHELL", {"LC": {"ALL": "C"}})
+    with pytest.raises(FormatError, match="'BASH_XTRACEFD'"):
+        formats.dump("SHELL", {"BASH": {"XTRACEFD": "2"}})
+    # A deleted (null) or empty name writes nothing, so it is no danger.
+    assert formats.dump("SHELL", {"PATH": None, "LD": {}, "a": "1"}) == "a='1'\n"
+
+
+@pytest.mark.parametrize("name", ["path", "Path", "PATHS", "MYPATH", "LD", "LDX", "ld_preload",
+                                  "BASHFUL", "ifs", "home", "PS5", "LCD", "Lang", "a_PATH"])
+def test_shell_other_names_are_ordinary(name):
+    assert not shellnames.acted_on(name)
+    assert formats.load("SHELL", formats.dump("SHELL", {name: "x"})) == {name: "x"}
+
+
+def test_shell_load_still_reads_such_names():
+    # Reading is not writing: a NodeJS daemon's file with PATH in it loads.
+    assert formats.load("SHELL", "PATH=/bin\n") == {"PATH": "/bin"}
 
 
 # --- SHELL: reading --------------------------------------------------------
@@ -352,7 +412,10 @@ def test_shell_load_malformed(text, message):
 # --- SHELL: round trip properties --------------------------------------------
 
 # Keys without "_" cannot collide once flattened with "_".
-keys = st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,6}", fullmatch=True)
+# Names a service may use (the refused ones have tests of their own), also
+# as the first part of a joined name (LD is fine, LD_x is not).
+keys = st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,6}", fullmatch=True).filter(
+    lambda k: not shellnames.acted_on(k) and not shellnames.acted_on(k + "_"))
 hostile = st.sampled_from(
     [
         "'",
@@ -434,6 +497,7 @@ shell_configs = st.recursive(
 @settings(max_examples=200, deadline=None)
 @given(shell_configs)
 def test_shell_round_trip(cfg):
+    assume(not any(shellnames.acted_on(n) for n in flatten(cfg)))  # NIS + PATH, say
     text = formats.dump("SHELL", cfg)
     loaded = formats.load("SHELL", text)
     assert loaded == flatten(cfg)
@@ -586,3 +650,164 @@ def test_sourcing_random_strings_in_dash_and_bash(cfg):
             out = source_and_print(shell_argv, path, sorted(cfg))
             assert out == b"".join(cfg[n].encode("utf-8") + b"\0" for n in sorted(cfg))
             assert os.listdir(tmp) == ["config.sh"]
+
+
+# --- SHELL: arrays in POSIX shells --------------------------------------------
+
+ARRAY_SHELLS = dict(SHELLS, **{"bash-posix": ["bash", "--posix"]})
+
+
+def array_shell(name):
+    argv = shell_command("bash" if name == "bash-posix" else name)
+    return argv + ARRAY_SHELLS[name][1:] if name == "bash-posix" else argv
+
+
+@pytest.mark.parametrize("shell_name", sorted(ARRAY_SHELLS))
+def test_arrays_leave_every_scalar_to_posix_shells(shell_name, tmp_path):
+    # The NodeJS form `list=('x' ...)` is a syntax error in sh, dash and ash,
+    # which stops the sourcing shell there: the scalars after it were lost.
+    shell_argv = array_shell(shell_name)
+    cfg = {"a": "first", "list": ["x y", "it's", "$(touch PWNED)", "l1\nl2"], "m": "middle",
+           "empty": [], "nested": {"arr": [1, True, "'"], "s": "x'; touch PWNED; echo '"},
+           "z": "last"}
+    path = tmp_path / "config.sh"
+    path.write_text(formats.dump("SHELL", cfg), encoding="utf-8")
+    bash = shell_name.startswith("bash")
+    arrays = "; ".join(
+        'for x in "${%s[@]}"; do printf "%%s\\0" "$x"; done; printf "\\1"' % n
+        for n in ("list", "empty", "nested_arr")) if bash else \
+        'printf "%s\\1" "${list+set}${empty+set}${nested_arr+set}"'
+    script = ('set -eu; . "$1"; printf "%%s\\0" "$a" "$m" "$nested_s" "$z"; printf "\\1"; %s'
+              % arrays)
+    result = subprocess.run(shell_argv + ["-c", script, "sh", str(path)], cwd=str(tmp_path),
+                            capture_output=True, timeout=20,
+                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
+    assert (result.returncode, result.stderr) == (0, b"")
+    groups = result.stdout.split(b"\1")[:-1]
+    assert groups[0] == b"first\0middle\0x'; touch PWNED; echo '\0last\0"
+    if bash:
+        assert groups[1:] == [b"x y\0it's\0$(touch PWNED)\0l1\nl2\0", b"", b"1\0true\0'\0"]
+    else:
+        assert groups[1:] == [b""]  # the array names stay unset
+    assert sorted(os.listdir(tmp_path)) == ["config.sh"]
+
+
+@pytest.mark.parametrize("shell_name", sorted(SHELLS))
+def test_a_file_ending_in_an_array_sources_with_status_0(shell_name, tmp_path):
+    path = tmp_path / "config.sh"
+    path.write_text(formats.dump("SHELL", {"a": "1", "zz": ["x"]}), encoding="utf-8")
+    result = subprocess.run(shell_command(shell_name) + ["-c", '. "$1" && echo "ok $a"', "sh",
+                                                         str(path)],
+                            capture_output=True, timeout=20)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"ok 1\n", b"")
+
+
+def test_shell_load_reads_guarded_and_bare_arrays():
+    guarded = formats.dump("SHELL", {"a": ["it's", "x\ny", 5, False], "b": [], "c": "3"})
+    assert formats.load("SHELL", guarded) == {"a": ["it's", "x\ny", 5, False], "b": [], "c": 3}
+    # The NodeJS daemon's bare form still reads, and comes out guarded.
+    bare = "a=('it'\\''s' 'x\ny' '5' 'false')\nb=()\nc='3'\n"
+    assert formats.load("SHELL", bare) == formats.load("SHELL", guarded)
+    assert formats.dump("SHELL", formats.load("SHELL", bare)) == guarded
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[ -z \"${BASH_VERSION-}\" ] || eval 'a=1'\n", "line 1: eval must hold exactly one array"),
+    ("x=1\n[ -z \"${BASH_VERSION-}\" ] || eval 'a=(1) b=(2)'\n",
+     "line 2: bad array assignment after eval: line 1: unexpected text after"),
+    ("[ -z \"${BASH_VERSION-}\" ] || eval 'a=(1'\n", "bad array assignment after eval: "
+     "line 1: unterminated array"),
+    ("[ -z \"${BASH_VERSION-}\" ] || eval 'a=(1)' x\n", "unexpected text after the value of a"),
+    ("[ -z \"${BASH_VERSION-}\" ] || eval \"a=($x)\"\n", "shell expansion"),
+])
+def test_shell_load_malformed_guarded_arrays(text, message):
+    with pytest.raises(FormatError, match=message.replace("(", r"\(")):
+        formats.load("SHELL", text)
+
+
+# --- SHELL: nothing but the service's own names changes ---------------------------
+
+# Keys chosen to hit what a shell or the loader acts on, alone or joined
+# (LD + PRELOAD), beside ordinary and invalid names.
+HOSTILE_NAMES = ["PATH", "IFS", "ENV", "BASH_ENV", "CDPATH", "PS1", "PS4", "SHELLOPTS",
+                 "BASHOPTS", "HOME", "SHELL", "TMPDIR", "OPTIND", "OPTARG", "PPID", "PWD",
+                 "OLDPWD", "HISTFILE", "MAIL", "MAILPATH", "LANG", "LC_ALL", "TZ", "UID",
+                 "POSIXLY_CORRECT", "PYTHONPATH", "PERL5LIB", "LD_PRELOAD", "LD_LIBRARY_PATH",
+                 "GCONV_PATH", "TMOUT", "RANDOM", "SECONDS", "LINENO", "_", "histchars",
+                 "http_proxy", "BASH_XTRACEFD", "GLOBIGNORE", "FUNCNEST", "BB_ASH_VERSION",
+                 "BASH_VERSION", "SHLVL", "EUID", "TERM"]
+name_parts = sorted({part for name in HOSTILE_NAMES for part in name.split("_") if part})
+hostile_keys = st.one_of(keys, keys, keys, st.sampled_from(HOSTILE_NAMES),
+                         st.sampled_from(name_parts),
+                         st.sampled_from(["a-b", "1x", "é", "", "a b", "x;y", "$x", "a=b"]))
+hostile_scalars = strings | st.integers() | st.booleans()
+hostile_configs = st.recursive(
+    st.dictionaries(hostile_keys, hostile_scalars | st.none() | st.lists(hostile_scalars,
+                                                                          max_size=3),
+                    min_size=1, max_size=5),
+    lambda children: st.dictionaries(hostile_keys, children, min_size=1, max_size=3),
+    max_leaves=10)
+
+# The trailing `:` keeps bash from exec'ing the last env, which changes SHLVL.
+ENV_SCRIPT = ('e=%s; $e -0; printf "\\1"; set -a; . "$1" || exit 99; set +a; $e -0; :'
+              % shutil.which("env"))
+BEFORE = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C", "TZ": "UTC",
+          "LANG": "C", "keep": "me"}
+
+
+def environment(block):
+    return dict(item.split(b"=", 1) for item in block.split(b"\0") if item)
+
+
+@settings(max_examples=150, deadline=None)
+@given(hostile_configs)
+def test_no_shadow_document_changes_the_environment_beyond_its_own_names(cfg):
+    import tempfile
+
+    try:
+        text = formats.dump("SHELL", cfg)
+    except FormatError:
+        return  # refused: the daemon writes nothing
+    own = set(flatten(cfg))
+    assert not own & set(HOSTILE_NAMES), "wrote %s" % sorted(own & set(HOSTILE_NAMES))
+    for shell_name in sorted(SHELLS):
+        shell_argv = shell_command(shell_name)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "config.sh")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            result = subprocess.run(shell_argv + ["-c", ENV_SCRIPT, "sh", path], cwd=tmp,
+                                    capture_output=True, timeout=20, env=BEFORE)
+            assert (result.returncode, result.stderr) == (0, b""), shell_name
+            before, after = result.stdout.split(b"\1")
+            before, after = environment(before), environment(after)
+            changed = {k.decode() for k in set(before) | set(after)
+                       if before.get(k) != after.get(k)}
+            assert changed <= own, (shell_name, sorted(changed - own))
+            for name in own:
+                value = flatten(cfg)[name]
+                if not isinstance(value, list):
+                    assert after[name.encode()] == shell_text(cfg, name), (shell_name, name)
+            assert os.listdir(tmp) == ["config.sh"], "a command ran while sourcing"
+
+
+def shell_text(cfg, name):
+    """The bytes a scalar's variable must hold: its text as dump writes it."""
+    value = cfg
+    for part in _path_of(cfg, name):
+        value = value[part]
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    return (value if isinstance(value, str) else json.dumps(value)).encode()
+
+
+def _path_of(cfg, name, prefix=""):
+    for key, value in cfg.items():
+        full = prefix + key
+        if isinstance(value, dict):
+            found = _path_of(value, name, full + "_")
+            if found:
+                return [key] + found
+        elif full == name and value is not None:
+            return [key]
+    return None

@@ -63,11 +63,15 @@ def test_injection_strings_come_out_exactly_and_run_nothing(tmp_path, emulator, 
             continue
         assert source_in(shell, outfile, names) == expected, shell
         assert source_in(shell, outfile, ["nested_deep_er"]) == [b"'$(x)'"], shell
-    # Arrays are bash arrays, which only bash can source (the contract).
+    # Arrays are bash arrays, which only bash reads; the POSIX shells skip
+    # them and still get every scalar (the NodeJS form stopped them there).
     emulator.set_desired(THING, {"console": {"list": ["a b", "it's", "$(touch %s)" % canary]}})
     d.wait_log("(cleared desired console(.|\n)*){2}")
     assert source_in(["bash"], outfile, ["list[0]", "list[1]", "list[2]", "quote"]) == \
         [b"a b", b"it's", b"$(touch %s)" % canary.encode(), values["quote"].encode()]
+    for shell in SHELLS:
+        if shutil.which(shell[0]):
+            assert source_in(shell, outfile, names) == expected, shell
     assert not os.path.exists(canary)
     assert shadow_state(emulator)["reported"]["console"]["quote"] == values["quote"]
     wait_until(lambda: runs() == 2, what="notify")
@@ -109,3 +113,34 @@ def test_plaintext_refuses_an_object(tmp_path, emulator, certstore, daemon_facto
     d.wait_log(r"motd: delta version \d+ refused: cannot be written as PLAINTEXT: "
                r"PLAINTEXT config must be a string, not an object")
     assert read_file(motd) == "hello $(id) 'x'\n"
+
+
+def test_names_the_shell_or_loader_acts_on_refuse_the_change(emulator, shell_daemon):
+    d, outfile, runs = shell_daemon
+    emulator.set_desired(THING, {"console": {"good": "1"}})
+    d.wait_log("cleared desired console")
+    before = read_file(outfile)
+    # The document: PATH, and LD_PRELOAD and BASH_ENV made by joining keys.
+    emulator.set_desired(THING, {"console": {"PATH": "/tmp/evil", "LD": {"PRELOAD": "/tmp/x.so"},
+                                             "BASH": {"ENV": "/config/motd"}, "more": "x"}})
+    d.wait_log(r"shadow Gw1: console: delta version \d+ refused: cannot be written as SHELL: "
+               r"keys 'BASH_ENV', 'LD_PRELOAD', 'PATH' are names the shell, the dynamic loader "
+               r"or the programs they start act on; not written; cleared from desired")
+    wait_until(lambda: "console" not in shadow_state(emulator).get("desired", {}),
+               what="desired console cleared")
+    assert [line for line in d.log().splitlines() if "refused" in line and "PATH" in line] \
+        and len([line for line in d.log().splitlines() if "refused" in line]) == 1
+    assert read_file(outfile) == before
+    # The reported config shows the change was not taken.
+    assert shadow_state(emulator)["reported"]["console"] == {"good": "1"}
+    assert runs() == 1
+    # One such name alone is named alone; a lowercase one is an ordinary name.
+    emulator.set_desired(THING, {"console": {"IFS": "/"}})
+    d.wait_log(r"console: delta version \d+ refused: cannot be written as SHELL: key 'IFS' is a "
+               r"name the shell")
+    wait_until(lambda: "console" not in shadow_state(emulator).get("desired", {}),
+               what="desired console cleared again")
+    emulator.set_desired(THING, {"console": {"path": "/opt/bin"}})
+    wait_until(lambda: shadow_state(emulator)["reported"]["console"] ==
+               {"good": "1", "path": "/opt/bin"}, what="an ordinary name taken")
+    assert source_in(["sh"], outfile, ["path"]) == [b"/opt/bin"]

@@ -2,7 +2,8 @@
 
 Each format is one small module in this package exposing ``NAME``,
 ``dump(cfg) -> str`` and ``load(text) -> value``; adding a format means
-writing that module and listing it in ``_MODULES`` below.  This package only
+writing that module and listing it in ``_MODULES`` below (``shellnames``
+is not a format: it is SHELL's list of names never to write).  This package only
 turns values into text and back: it does no file I/O and knows nothing about
 shadows or services.  It stays MicroPython-friendly (no imports beyond
 ``json`` and its own modules).

@@ -3,29 +3,46 @@
 ``dump`` writes one ``NAME=VALUE`` assignment per line, sorted by name.
 Nested objects join their keys with ``_``; every scalar becomes a
 single-quoted string (numbers as their JSON text, booleans as ``true`` /
-``false``); arrays become bash arrays ``NAME=('a' 'b')``, which only bash
-can source (that is the contract).  None values are omitted; ``dump(None)``
-is an empty file.
+``false``).  None values are omitted; ``dump(None)`` is an empty file.
+
+Arrays are bash arrays, the NodeJS daemon's ``NAME=('a' 'b')``, but a
+POSIX shell cannot even parse that line: sh, dash and BusyBox ash stop
+sourcing with a syntax error there (a non-interactive shell exits), and
+every scalar after it is lost.  So an array's line hands that text to
+``eval`` behind a bash guard::
+
+    [ -z "${BASH_VERSION-}" ] || eval 'NAME=('\\''a'\\'' '\\''b'\\'')'
+
+A POSIX shell sees a test and one single-quoted word, skips the ``eval``
+and goes on with status 0 (safe under ``set -eu``; the array name stays
+unset); bash evaluates exactly ``NAME=('a' 'b')``.  Only bash reads arrays
+(also when it is /bin/sh); ksh and zsh skip them like the POSIX shells.
 
 Safety is the point of this module.  A value is wrapped in single quotes and
 each embedded ``'`` is written as ``'\\''`` (close, escaped quote, reopen);
 nothing else is special inside single quotes, newlines included, so sourcing
-yields exactly the stored string and never runs anything.  Whatever cannot
-be written faithfully raises FormatError instead of producing a broken file:
-a name that is not ``[A-Za-z_][A-Za-z0-9_]*``, two keys that flatten to the
-same name (``a_b`` and ``{a: {b}}``), a NUL character (shell strings cannot
-hold one), a non-object config, an array holding objects, arrays or null.
-Note that a valid name may still be one the sourcing shell cares about
-(PATH, IFS, ...); choosing service keys is the definition author's job.
+yields exactly the stored string and never runs anything (an array's text is
+quoted that way twice: once as bash will read it, once for ``eval``).
+Whatever cannot be written faithfully raises FormatError instead of
+producing a broken file: a name that is not ``[A-Za-z_][A-Za-z0-9_]*``, two
+keys that flatten to the same name (``a_b`` and ``{a: {b}}``), a NUL
+character (shell strings cannot hold one), a non-object config, an array
+holding objects, arrays or null.  Nor is a name ever written that the
+shell, the dynamic loader or a common child program acts on (PATH, IFS,
+BASH_ENV, LD_PRELOAD, ...; the list and its sources are in shellnames.py),
+also when it is made by joining nested keys: the error names every such
+name, sorted.
 
-``load`` reads what ``dump`` writes, multi-line values included, into a flat
-``{name: value}`` dict, plus the looser forms of the NodeJS chariotd and of
-hand-written files: unquoted values, double quotes with POSIX backslash
-escapes, ``\\'`` inside single quotes meaning a literal quote (what the NodeJS
-daemon writes), blank lines, ``#`` comments, ``export`` prefixes, a trailing
-``;`` and CRLF line ends.  It never expands anything: ``$name``, ``${...}``,
+``load`` reads what ``dump`` writes, multi-line values and guarded arrays
+included, into a flat ``{name: value}`` dict, plus the looser forms of the
+NodeJS chariotd and of hand-written files: bare ``NAME=(...)`` arrays,
+unquoted values, double quotes with POSIX backslash escapes, ``\\'``
+inside single quotes meaning a literal quote (what the NodeJS daemon
+writes), blank lines, ``#`` comments, ``export`` prefixes, a trailing ``;``
+and CRLF line ends.  It never expands anything: ``$name``, ``${...}``,
 ``$(...)`` and backquotes outside single quotes are refused rather than
-silently read as different text than a shell would see.
+silently read as different text than a shell would see.  It does not refuse
+the names ``dump`` refuses: reading a file is not writing one.
 
 Conversion on load: ``'true'``/``'false'`` become booleans; a string becomes
 a number only when it is a canonical JSON number, i.e. it reads as an int or
@@ -38,9 +55,11 @@ No I/O.
 
 import json
 
-from . import FormatError
+from . import FormatError, shellnames
 
 NAME = "SHELL"
+# What an array's line starts with: bash evaluates the rest, other shells skip it.
+ARRAY_GUARD = '[ -z "${BASH_VERSION-}" ] || eval '
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 _DIGITS = "0123456789"
@@ -61,7 +80,22 @@ def dump(cfg):
         raise FormatError("SHELL config must be an object, not %s" % _kind(cfg))
     assignments = {}
     _flatten(cfg, "", assignments)
-    return "".join(n + "=" + assignments[n] + "\n" for n in sorted(assignments))
+    names = sorted(assignments)
+    reserved = [n for n in names if shellnames.acted_on(n)]
+    if reserved:
+        if len(reserved) == 1:
+            what = "key %r is a name" % reserved[0]
+        else:
+            what = "keys %s are names" % ", ".join(repr(n) for n in reserved)
+        raise FormatError("%s the shell, the dynamic loader or the programs they start act on;"
+                          " not written" % what)
+    return "".join(_line(n, assignments[n]) for n in names)
+
+
+def _line(name, rendered):
+    if rendered[0] == "(":  # an array: bash only, see the module docstring
+        return ARRAY_GUARD + quote(name + "=" + rendered) + "\n"
+    return name + "=" + rendered + "\n"
 
 
 def _flatten(obj, prefix, out):
@@ -244,6 +278,8 @@ class _Parser:
         return self.text[start : self.pos]
 
     def assignment(self):
+        if self.text[self.pos : self.pos + len(ARRAY_GUARD)] == ARRAY_GUARD:
+            return self.guarded_array()
         name = self.read_name()
         if name == "export" and self.peek() in (" ", "\t"):
             self.skip_spaces()
@@ -254,6 +290,22 @@ class _Parser:
         value = self.array() if self.peek() == "(" else convert(self.word(False))
         self.end_of_statement(name)
         return name, value
+
+    def guarded_array(self):
+        """``ARRAY_GUARD 'NAME=(...)'``: the eval'd word holds one array assignment."""
+        line = self.line
+        self.pos += len(ARRAY_GUARD)
+        inner = self.word(False)
+        try:
+            found = _Parser(inner, False).parse()
+        except FormatError as e:
+            raise self.error("bad array assignment after eval: %s" % e, line) from None
+        values = list(found.values())
+        if len(values) != 1 or not isinstance(values[0], list):
+            raise self.error("eval must hold exactly one array assignment", line)
+        name = list(found)[0]
+        self.end_of_statement(name)
+        return name, values[0]
 
     def end_of_statement(self, name):
         self.skip_spaces()

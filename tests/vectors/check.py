@@ -23,10 +23,10 @@ FILES = ("formats", "shadowdoc", "jsliteral", "awslimits")
 def modules():
     """name in a vector's "call" -> the module, imported from the source tree."""
     from lib import awslimits, formats, jsliteral, shadowdoc
-    from lib.formats import shell
+    from lib.formats import shell, shellnames
 
-    return {"formats": formats, "shell": shell, "shadowdoc": shadowdoc, "jsliteral": jsliteral,
-            "awslimits": awslimits}
+    return {"formats": formats, "shell": shell, "shellnames": shellnames, "shadowdoc": shadowdoc,
+            "jsliteral": jsliteral, "awslimits": awslimits}
 
 
 def load(directory, name):
