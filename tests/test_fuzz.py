@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lib import formats, jsliteral, shadowdoc
-from lib.formats import FormatError
+from lib.formats import FormatError, shellnames
 from lib.jsliteral import LiteralError
 
 EXAMPLES = int(os.environ.get("CHARIOTD_FUZZ_EXAMPLES", "300"))
@@ -85,7 +85,13 @@ def test_shell_load_then_dump_is_stable(text):
         flat = formats.load("SHELL", text)
     except FormatError:
         return
-    assert formats.load("SHELL", formats.dump("SHELL", flat)) == flat
+    try:
+        again = formats.dump("SHELL", flat)
+    except FormatError:
+        # Reading is not writing: a name SHELL never writes (PATH, _) may be read.
+        assert any(shellnames.acted_on(name) for name in flat)
+        return
+    assert formats.load("SHELL", again) == flat
 
 
 # --- the .js literal reader ------------------------------------------------
