@@ -98,6 +98,6 @@ RDEPENDS:${PN} = "python3-core \
                   python3-json \
                   python3-logging \
                   python3-math \
-                  python3-shell \
-                  python3-paho-mqtt"
+                  python3-paho-mqtt \
+                  python3-shell"
 RDEPENDS:${PN}-runit = "${PN}"
