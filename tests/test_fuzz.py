@@ -1,4 +1,5 @@
-"""Properties of the parsers and the shadow-document helpers, fuzzed.
+"""Properties of the parsers, the shadow-document helpers and the topic
+checks, fuzzed.
 
 `make test` runs each property for a few hundred inputs; `make fuzz` sets
 CHARIOTD_FUZZ_EXAMPLES=100000 and runs the same properties for that many.
@@ -13,7 +14,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib import formats, jsliteral, shadowdoc
+from lib import awslimits, formats, jsliteral, shadowdoc
 from lib.formats import FormatError, shellnames
 from lib.jsliteral import LiteralError
 
@@ -162,3 +163,23 @@ def test_changed_keys_are_exactly_the_keys_that_differ(old, new):
     for key in set(old) | set(new):
         differs = key not in old or key not in new or not shadowdoc.equal(old[key], new[key])
         assert (key in changed) == differs
+
+
+# --- AWS's limits on topics ------------------------------------------------
+
+TOPIC_BITS = ["a", "/", "+", "#", "$aws/", "$aws/rules/r/", "$aws/things/t/shadow/update",
+              "$share/g/", "\n", "\x00", "\x7f", "\u0085", "\ud800", "\ufffe", "\u00e9", "x" * 40]
+topic_texts = st.lists(st.sampled_from(TOPIC_BITS) | st.text(max_size=3), max_size=20).map("".join)
+
+
+@fuzz
+@given(topic_texts)
+def test_a_topic_found_fit_is_one_aws_takes(topic):
+    for check in (awslimits.topic_problem, awslimits.filter_problem):
+        problem = check(topic)
+        assert problem is None or isinstance(problem, str)
+        if problem is None:
+            assert topic and awslimits.character_problem(topic) is None
+            assert len(topic.encode("utf-8")) <= awslimits.TOPIC_BYTES_LIMIT
+    if awslimits.topic_problem(topic) is None:
+        assert "+" not in topic and "#" not in topic
