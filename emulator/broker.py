@@ -40,7 +40,9 @@ class Broker:
     """One mosquitto process in DIRECTORY with a TLS and a plain listener."""
 
     def __init__(self, directory, ca_cert, server_cert, server_key, tls_port=None,
-                 plain_port=None):
+                 plain_port=None, max_packet=None):
+        """max_packet: mosquitto's max_packet_size (it disconnects a client that
+        sends a bigger packet); by default room for AWS's payload limit."""
         self.dir = directory
         os.makedirs(directory, exist_ok=True)
         self.tls_port = tls_port or free_port()
@@ -49,7 +51,7 @@ class Broker:
         self.log = os.path.join(directory, "mosquitto.log")
         # The packet limit covers the fixed header and the topic too; leave
         # room for a full-length topic on top of AWS's payload limit.
-        settings = AWS_SETTINGS.format(max_packet=MAX_PAYLOAD + 512)
+        settings = AWS_SETTINGS.format(max_packet=max_packet or MAX_PAYLOAD + 512)
         with open(self.conf, "w") as f:
             f.write("user root\nallow_anonymous true\nlog_dest file %s\n" % self.log)
             f.write("log_type all\n" + settings)

@@ -213,6 +213,16 @@ class Connection:
         self._publishes[info.mid] = done
         return True
 
+    def forget_in_flight(self):
+        """Forget the publishes not answered yet (their done is never called):
+        paho would send them all again after the reconnect by itself, and the
+        publisher sends them in an order of its own (lib/publisher.py)."""
+        if self._client is not None:
+            with self._client._out_message_mutex:
+                self._client._out_messages.clear()
+                self._client._inflight_messages = 0
+        self._publishes.clear()
+
     def start(self):
         self._loop.add_deadline(self._keepalive_due, self._misc)
         try:

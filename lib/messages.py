@@ -8,12 +8,15 @@ shared publisher. At most `concurrency` messages per directory are in
 flight, and none is started while the connection is down. A file is
 deleted only once the publisher reports it done (PUBACK for QoS 1, written
 to the socket for QoS 0), so a crash, kill -9 or lost connection means it
-is sent again (at least once). A bad file goes to `failed/` with a one-line log saying
-why; the rest carry on. If every slot stays busy with no acknowledgement
+is sent again (at least once). A bad file goes to `failed/` with a
+one-line log saying why, and so does one the endpoint refused by closing
+the connection each time it was sent alone (the publisher finds it); the
+rest carry on. A file with more than one hard link is not read: only its
+name in new/ is removed. If every slot stays busy with no acknowledgement
 for the jam timeout the daemon exits for a clean restart.
 
 This module does not pace publishes or re-send after a reconnect (the
-publisher and paho do), and keeps no per-file state beyond the index.
+publisher does), and keeps no per-file state beyond the index.
 """
 
 import functools
@@ -27,6 +30,7 @@ import zlib
 
 from . import awslimits, children
 from .actiondir import ActionDir, LinkedFile
+from .publisher import REFUSAL_STRIKES
 from .spoolindex import SpoolIndex
 
 log = logging.getLogger("chariotd")
@@ -363,7 +367,8 @@ class Spool:
         sending.attempt += 1
         topic, payload, qos = sending.message
         self._publisher.publish(topic, payload, qos,
-                                functools.partial(self._done, sending, sending.attempt))
+                                functools.partial(self._done, sending, sending.attempt),
+                                functools.partial(self._refused, sending, sending.attempt))
 
     def _done(self, sending, attempt, ok):
         if self._sending.get(sending.name) is not sending or attempt != sending.attempt:
@@ -380,6 +385,15 @@ class Spool:
         else:
             self._fail(sending.name, "publish to %s failed %d times"
                        % (sending.message[0], attempt))
+        self._pump()
+
+    def _refused(self, sending, attempt):
+        """The endpoint closed the connection each time this message was sent alone."""
+        if self._sending.get(sending.name) is not sending or attempt != sending.attempt:
+            return
+        self._progress = time.monotonic()
+        self._fail(sending.name, "the endpoint closed the connection each of the %d times "
+                   "it was sent alone (topic %s)" % (REFUSAL_STRIKES, sending.message[0]))
         self._pump()
 
     def _delete(self, sending):

@@ -33,6 +33,9 @@ class FakeConnection:
         self.sent.append((topic, payload, qos, done))
         return True
 
+    def forget_in_flight(self):
+        self.forgotten = len(self.sent)
+
     def lose(self):
         self.connected = False
         for fn in self.down:
@@ -50,9 +53,11 @@ class FakePublisher:
     def __init__(self):
         self.pending = []
         self.published = []
+        self.refusals = []
 
-    def publish(self, topic, payload, qos, done):
+    def publish(self, topic, payload, qos, done, refused=None):
         self.pending.append((topic, done))
+        self.refusals.append(refused)
         self.published.append(topic)
 
 
@@ -103,13 +108,16 @@ def test_unwritten_qos0_goes_out_again_after_a_reconnect():
     publisher.publish("q1", b"b", 1, lambda ok: results.append(("q1", ok)))
     assert [s[0] for s in connection.sent] == ["q0", "q1"]
     lost_done = connection.sent[0][3]
-    connection.lose()  # paho drops the unwritten QoS 0 packet; it keeps the QoS 1 one
+    connection.lose()  # paho drops the unwritten QoS 0 packet; the publisher, paho's QoS 1 copy
+    assert connection.forgotten == 2
     connection.regain()
+    # q1 was the one message sent and unacknowledged: a suspect, sent alone after q0.
     assert [s[0] for s in connection.sent] == ["q0", "q1", "q0"]
     lost_done(True)  # a stale answer for the dropped copy changes nothing
     assert results == []
     connection.sent[2][3](True)
     assert results == [("q0", True)]
+    assert [s[0] for s in connection.sent] == ["q0", "q1", "q0", "q1"]
     assert len(publisher) == 0
 
 
@@ -191,3 +199,51 @@ def test_publisher_refuses_what_aws_refuses_without_sending_it(caplog):
                      "not publishing to $aws/events/presence/connected/x: a reserved topic a "
                      "device may not publish to",
                      "not publishing to big: 131073 bytes, over AWS's 131072 byte limit"]
+
+
+def test_publisher_finds_the_message_the_endpoint_refuses(caplog):
+    connection = FakeConnection()
+    publisher = Publisher(loop=None, connection=connection, rate=0, bytes_rate=0)
+    results = []
+    caplog.set_level(logging.INFO, logger="chariotd")
+    for name in ("m1", "bad", "m3"):
+        publisher.publish(name, b"x", 1, lambda ok, name=name: results.append((name, ok)),
+                          lambda name=name: results.append((name, "refused")))
+
+    def sent():
+        return [s[0] for s in connection.sent]
+
+    assert sent() == ["m1", "bad", "m3"]
+    connection.lose()  # three in flight: all suspects, sent again one at a time
+    connection.regain()
+    assert sent()[3:] == ["m1"]
+    connection.sent[-1][3](True)
+    assert sent()[3:] == ["m1", "bad"]
+    for strike in (1, 2, 3):
+        connection.lose()  # with "bad" alone in flight
+        assert ("bad", "refused") not in results or strike == 3
+        connection.regain()
+    assert results == [("m1", True), ("bad", "refused")]
+    assert sent()[3:] == ["m1", "bad", "bad", "bad", "m3"]
+    connection.sent[-1][3](True)
+    for name in ("m4", "m5"):
+        publisher.publish(name, b"x", 1, lambda ok: None)
+    assert sent()[-3:] == ["m3", "m4", "m5"]  # no suspect left: the pipeline fills again
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["connection lost with 3 messages unacknowledged; sending them again one "
+                     "at a time, to find one the endpoint refuses"]
+
+
+def test_a_sender_without_refused_gets_done_false_and_a_log_line(caplog):
+    connection = FakeConnection()
+    publisher = Publisher(loop=None, connection=connection, rate=0, bytes_rate=0)
+    results = []
+    caplog.set_level(logging.INFO, logger="chariotd")
+    publisher.publish("$aws/things/d/shadow/update", b"{}", 1, results.append)
+    for _ in range(3):
+        connection.lose()
+        connection.regain()
+    assert results == [False] and len(connection.sent) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "publish to $aws/things/d/shadow/update: the connection was lost each of the 3 times "
+        "it was sent alone; given up"]
