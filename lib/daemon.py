@@ -30,6 +30,7 @@ FEATURES = (
     (".tunnels", lambda o: o.tunnelmappings),
     (".commands", lambda o: o.commands),
     (".defender", lambda o: o.defender),
+    (".jobs", lambda o: o.jobs),
 )
 
 NO_CERTIFICATE_PAUSE = 10.0  # so a supervisor restarting us does not spin

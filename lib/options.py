@@ -77,6 +77,9 @@ def _build_parser():
     add("--tunnelmappings", metavar="THING:SVC=PORT[,SVC=PORT]", **many)
     add("--tunnelproxy", metavar="PATH", default="localproxy")
     add("--tunnelcadir", metavar="DIR")
+    add("--jobs", metavar="THING:DIR", help="AWS IoT Jobs for THING, handlers in DIR", **many)
+    add("--jobs-allow-commands", action="store_true", help="let jobs run runCommand steps")
+    add("--jobs-step-timeout", metavar="SEC", default="3600")
     add("--keepalive", metavar="SEC", default="1200")
     add("--last-will-topic", metavar="T")
     add("--last-will-payload", metavar="P")
@@ -117,6 +120,8 @@ def parse(argv):
     ns.subscribe_write = [_pair("--subscribe-write", v) for v in ns.subscribe_write]
     ns.subscribe_exec = [_pair("--subscribe-exec", v) for v in ns.subscribe_exec]
     ns.tunnelmappings = dict(_tunnel_mapping(v) for v in ns.tunnelmappings)
+    ns.jobs = [_pair("--jobs", v) for v in ns.jobs]
+    ns.jobs_step_timeout = _number("--jobs-step-timeout", ns.jobs_step_timeout, minimum=0.001)
     ns.messages = _message_dirs(ns)
     _defender_options(ns)
     return ns

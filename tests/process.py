@@ -51,6 +51,8 @@ def wait_until(condition, timeout=10, what="condition"):
 class DaemonProcess:
     """One chariotd process at a time; restartable, with its log in a file."""
 
+    command_prefix = ()  # e.g. ("unshare", "-U"): run it as an unprivileged user
+
     def __init__(self, workdir, args, env=None):
         self.workdir = workdir
         self.args = list(args)
@@ -62,7 +64,8 @@ class DaemonProcess:
     def start(self):
         self._logfile = open(self.logpath, "ab")  # noqa: SIM115 (kept for the process)
         self._log_start = self._logfile.tell()
-        self.proc = subprocess.Popen([sys.executable, CHARIOTD] + self.args, cwd=self.workdir,
+        argv = list(self.command_prefix) + [sys.executable, CHARIOTD] + self.args
+        self.proc = subprocess.Popen(argv, cwd=self.workdir,
                                      stdin=subprocess.DEVNULL, stdout=self._logfile,
                                      stderr=subprocess.STDOUT, env=self.env)
         return self
