@@ -25,6 +25,11 @@ MESSAGE_SETTINGS = (
 )
 LETTERHEAD_SETTINGS = (("letterhead-file", "path"), ("letterhead-generator", "text"))
 
+# MQTT's keepalive is 16 bits; AWS IoT Core holds a connection idle for at
+# most 1200 s (1.5 x 1200 without a ping drops it), and raises less than 30
+# to 30, so anything above 1200 means a device that is cut off every time.
+KEEPALIVE_MAX = 1200
+
 # AWS IoT Core's limits, a little under (inbound publishes count too), so a
 # backlog is never silently dropped.
 DEFAULT_PUBLISH_RATE = 97
@@ -108,7 +113,7 @@ def parse(argv):
     for name in ("clientid", "cacert", "certstore"):
         if not getattr(ns, name):
             raise OptionError("--%s is mandatory" % name)
-    ns.keepalive = _number("--keepalive", ns.keepalive, integer=True, minimum=1)
+    ns.keepalive = _keepalive(ns.keepalive)
     ns.publish_rate = _number("--publish-rate", ns.publish_rate)
     ns.publish_bytes_rate = _number("--publish-bytes-rate", ns.publish_bytes_rate)
     ns.poll_interval = _number("--poll-interval", ns.poll_interval, minimum=0.01)
@@ -123,6 +128,7 @@ def parse(argv):
     ns.jobs = [_pair("--jobs", v) for v in ns.jobs]
     ns.jobs_step_timeout = _number("--jobs-step-timeout", ns.jobs_step_timeout, minimum=0.001)
     ns.messages = _message_dirs(ns)
+    _directories(ns)
     _defender_options(ns)
     return ns
 
@@ -157,6 +163,36 @@ def _defender_options(ns):
             raise OptionError("--defender-metric: %s: empty command" % name)
         metrics.append((name, argv))
     ns.defender_metric = metrics
+
+
+def _keepalive(raw):
+    value = _number("--keepalive", raw, integer=True)
+    if not 1 <= value <= KEEPALIVE_MAX:
+        raise OptionError("--keepalive: %s is out of range: 1 to %d seconds (AWS IoT Core "
+                          "takes at most %d, MQTT at most 65535)"
+                          % (raw, KEEPALIVE_MAX, KEEPALIVE_MAX))
+    return value
+
+
+def _directories(ns):
+    """Every option naming a directory: one that exists as something else (a
+    file, /dev/null), or under a non-directory, is an error now, not a
+    traceback later. A missing one is fine: action directories are created."""
+    named = [("--messages", md.path) for md in ns.messages]
+    named += [("--services", d) for _thing, d in ns.services]
+    named += [("--updates", d) for _thing, d in ns.updates]
+    if ns.commands:
+        named.append(("--commands", ns.commands))
+    for opt, path in named:
+        existing = path
+        while not os.path.lexists(existing):
+            parent = os.path.dirname(existing.rstrip("/")) or "."
+            if parent == existing:
+                break
+            existing = parent
+        if not os.path.isdir(existing):
+            where = "" if existing == path else "%s: " % path
+            raise OptionError("%s: %s%s is not a directory" % (opt, where, existing))
 
 
 def _message_dirs(ns):

@@ -23,6 +23,17 @@ def run(args):
     (BASE + ["--bogus"], "--bogus"),
     (BASE + ["--keepalive=ten"], "--keepalive"),
     (BASE + ["--keepalive=-5"], "--keepalive"),
+    # MQTT's field is 16 bits (paho died on this in its thread); AWS holds at most 1200.
+    (BASE + ["--keepalive=99999999"], "--keepalive"),
+    (BASE + ["--keepalive=65536"], "--keepalive"),
+    (BASE + ["--keepalive=1201"], "--keepalive"),
+    (BASE + ["--keepalive=0"], "--keepalive"),
+    (BASE + ["--messages=/dev/null"], "--messages: /dev/null is not a directory"),
+    (BASE + ["--messages=%s" % __file__], "is not a directory"),
+    (BASE + ["--messages=/dev/null/sub"], "--messages: /dev/null/sub: /dev/null is not"),
+    (BASE + ["--commands=/dev/null"], "--commands"),
+    (BASE + ["--updates=thing:/dev/null"], "--updates"),
+    (BASE + ["--services=thing:/dev/null"], "--services"),
     (BASE + ["--publish-rate=fast"], "--publish-rate"),
     (BASE + ["--poll-interval=0"], "--poll-interval"),
     (BASE + ["--services=nothing"], "--services"),
@@ -45,6 +56,18 @@ def test_bad_option_is_one_line_and_status_2(args, mentions):
     assert len(lines) == 1, proc.stderr
     assert mentions in lines[0]
     assert proc.stdout == ""
+
+
+def test_keepalive_range_ends_are_taken():
+    for value in ("1", "30", "1200"):
+        assert options.parse(BASE + ["--keepalive=" + value]).keepalive == int(value)
+
+
+def test_missing_directories_are_fine(tmp_path):
+    # Action directories are created when missing; only a non-directory is an error.
+    ns = options.parse(BASE + ["--messages=%s" % (tmp_path / "new" / "deep"),
+                               "--commands=%s" % (tmp_path / "cmds")])
+    assert len(ns.messages) == 1 and ns.commands
 
 
 def test_option_takes_separate_value_too():
