@@ -200,14 +200,22 @@ def test_runit_unbalanced_quote_is_status_2(tmp_path, name):
     assert not (tmp_path / "argv.json").exists()
 
 
-def test_runit_finish_pauses_only_after_a_bad_command_line(tmp_path):
+def test_runit_finish_pauses_after_a_failure(tmp_path):
     bindir = tmp_path / "bin"
     fake_tool(bindir, "sleep", 'echo "$@" >>"%s/slept"' % tmp_path)
     env = env_with_path(bindir)
+    finish = copy_script(FINISH, tmp_path / "finish",
+                         **{"/etc/default/chariotd": str(tmp_path / "default")})
     for status in ("0", "1", "-1", "2"):
-        r = subprocess.run(["sh", str(FINISH), status, "0"], env=env, timeout=10)
+        r = subprocess.run(["sh", str(finish), status, "0"], env=env, timeout=10,
+                           capture_output=True, text=True)
         assert r.returncode == 0
-    assert (tmp_path / "slept").read_text() == "60\n"
+        assert r.stdout.startswith("finish: chariotd exited with status %s:" % status)
+    assert (tmp_path / "slept").read_text() == "5\n5\n60\n"
+    (tmp_path / "default").write_text('CHARIOTD_RESTART_PAUSE="1"\n')
+    (tmp_path / "slept").unlink()
+    subprocess.run(["sh", str(finish), "1", "0"], env=env, timeout=10, capture_output=True)
+    assert (tmp_path / "slept").read_text() == "1\n"
 
 
 def test_runit_log_run(tmp_path):
