@@ -38,7 +38,11 @@ OE_PACKAGES = {
     "ssl": "io", "stat": "core", "string": "stringold", "struct": "core", "subprocess": "core",
     "sys": "core", "tempfile": "io", "textwrap": "core", "threading": "core", "time": "core",
     "traceback": "core", "types": "core", "urllib": "core", "uuid": "netclient",
-    "warnings": "core", "weakref": "core", "zlib": "core",
+    "warnings": "core", "weakref": "core", "zlib": "core", "posixpath": "core", "pwd": "core",
+    "secrets": "netclient", "unicodedata": "core", "grp": "core", "getpass": "unixadmin",
+    "pathlib": "core", "dataclasses": "core", "enum": "core", "typing": "core",
+    "queue": "threading", "gzip": "compression", "locale": "core", "glob": "shell",
+    "platform": "core", "resource": "resource",
 }
 
 
