@@ -1,7 +1,11 @@
-"""Command-line errors: one line on stderr naming the option, exit 2, no connection."""
+"""Command-line errors: one line on stderr naming the option, exit 2, no connection;
+a Python too old or without paho-mqtt: one line saying what to install, exit 1."""
 
+import glob
+import os
 import subprocess
 import sys
+import venv
 
 import pytest
 from process import CHARIOTD
@@ -112,3 +116,36 @@ def test_split_at_first_colon_and_named_shadows():
     assert ns.services == [("Gw1/network", "/etc/shadow.d:x")]
     assert ns.subscribe_exec == [("a/b", "echo x:y")]
     assert ns.tunnelmappings == {"Gw1": {"SSH": "22", "HTTP": "80"}}
+
+
+OLD_PYTHONS = sorted(glob.glob("/root/.pyenv/versions/[23].[0-8].*/bin/python")
+                     + glob.glob(os.path.expanduser("~/.pyenv/versions/[23].[0-8].*/bin/python")))
+
+
+def _one_line_exit_1(python, *args):
+    proc = subprocess.run([python, CHARIOTD] + list(args), capture_output=True, text=True,
+                          timeout=20)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert proc.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize("python", sorted(set(OLD_PYTHONS)) or [None])
+def test_python_older_than_3_9_is_one_line(python):
+    if python is None:
+        pytest.skip("no Python older than 3.9 here (pyenv install 3.6.15)")
+    line = _one_line_exit_1(python, *BASE)
+    assert "needs Python 3.9 or newer" in line and "apt-get install python3" in line
+    assert "BR2_PACKAGE_PYTHON3" in line
+
+
+def test_missing_paho_is_one_line(tmp_path):
+    # A Python of our own version without paho-mqtt: a venv with nothing installed.
+    venv.create(str(tmp_path / "bare"), with_pip=False)
+    line = _one_line_exit_1(str(tmp_path / "bare" / "bin" / "python"), *BASE)
+    assert "paho-mqtt module is missing" in line
+    for how in ("pip install paho-mqtt", "apt-get install python3-paho-mqtt",
+                "BR2_PACKAGE_PYTHON_PAHO_MQTT"):
+        assert how in line
