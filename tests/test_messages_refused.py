@@ -2,11 +2,14 @@
 those in flight, given up to failed/ after 3 disconnects that each followed
 sending it alone, while the rest of the spool and the shadows carry on.
 
-mosquitto with `max_packet_size 4096` stands in for AWS here: it closes
-the connection of a client that publishes a bigger packet."""
+Two stand-ins for AWS: mosquitto with `max_packet_size 4096` closes the
+connection of a client that publishes a bigger packet; the emulator's
+policy gateway closes it on a publish to a forbidden topic or over 128 KiB."""
 
 import json
 import os
+import ssl
+import threading
 
 import pytest
 from observer import Observer
@@ -16,6 +19,7 @@ from test_shadow_helpers import THING, json_service, read_file
 
 from emulator.broker import Broker
 from emulator.cloud import Emulator
+from emulator.policy import PolicyGateway
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,8 @@ def small_certstore(tmp_path, pki, port):
 
 
 def ids(observer, prefix):
-    return sorted(m.json()["id"] for m in observer.messages if m.topic.startswith(prefix))
+    """The ids delivered (at least once: a PUBACK lost with the connection means twice)."""
+    return sorted({m.json()["id"] for m in observer.messages if m.topic.startswith(prefix)})
 
 
 def refusal_lines(log, path):
@@ -108,3 +113,74 @@ def test_a_refused_message_alone_is_given_up_after_three_disconnects(
         assert observer.on("big/alone") == []
     finally:
         observer.close()
+
+
+@pytest.fixture
+def gateway(broker, pki):
+    with PolicyGateway(broker.plain_port, pki.ca_cert, *pki.server,
+                       forbidden=["forbidden/#", "$aws/things/+/shadow/name/secret/#"]) as g:
+        yield g
+
+
+def test_a_topic_the_policy_forbids_goes_to_failed_through_the_emulator(
+        tmp_path, pki, gateway, daemon_factory, observer):
+    d = spool(tmp_path)
+    store = small_certstore(tmp_path, pki, gateway.port)
+    daemon = daemon_factory("--messages=" + d, "--publish-rate=0", "--publish-bytes-rate=0",
+                            certstore=store)
+    daemon.wait_log("connected to")
+    for i in range(4):
+        drop(d, "a%d" % i, {"topic": "ok/a", "payload": {"id": i}})
+    drop(d, "b-forbidden", {"topic": "forbidden/x", "payload": {"id": 99}})
+    for i in range(4, 8):
+        drop(d, "c%d" % i, {"topic": "ok/c", "payload": {"id": i}})
+    wait_failed(d, "b-forbidden", timeout=30)
+    wait_empty(d)
+    observer.wait_for(lambda ms: ids(observer, "ok/") == list(range(8)),
+                      what="every other message")
+    assert observer.on("forbidden/x") == []
+    log = daemon.log()
+    (line,) = refusal_lines(log, os.path.join(d, "new", "b-forbidden"))
+    assert "(topic forbidden/x)" in line and "moved to failed/" in line
+    refused = [topic for _client, topic, _reason in gateway.refusals]
+    assert refused == ["forbidden/x"] * len(refused) and 3 <= len(refused) <= 4
+    assert gateway.connects == len(refused) + 1 <= 5
+    assert "rotated" not in log and daemon.proc.poll() is None
+
+
+def tls_client(pki, port):
+    """A test's own device client (paho) through the gateway; returns (client, closed)."""
+    from observer import new_client
+    cert, key = pki.issue("device-2")
+    client = new_client("device-2")
+    client.tls_set(ca_certs=pki.ca_cert, certfile=cert, keyfile=key,
+                   tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    connected, closed = threading.Event(), threading.Event()
+    client.on_connect = lambda *a: connected.set()
+    client.on_disconnect = lambda *a: closed.set()
+    client.connect("localhost", port, keepalive=60)
+    client.loop_start()
+    assert connected.wait(10)
+    return client, closed
+
+
+@pytest.mark.parametrize("topic,size,reason", [
+    ("forbidden/deep/x", 10, "forbidden by the policy (forbidden/#)"),
+    ("$aws/things/d/shadow/name/secret/update", 10, "forbidden by the policy"),
+    ("ok/big", 128 * 1024 + 1, "payload of 131073 bytes, over the 131072 byte limit"),
+])
+def test_the_gateway_disconnects_as_aws_does_and_passes_the_rest(pki, gateway, observer, topic,
+                                                                  size, reason):
+    client, closed = tls_client(pki, gateway.port)
+    try:
+        client.publish("ok/fine", b"x" * (128 * 1024), qos=1).wait_for_publish(10)
+        observer.wait_topic("ok/fine")
+        assert not closed.is_set()
+        client.publish(topic, b"y" * size, qos=1)
+        assert closed.wait(10), "the gateway did not close the connection"
+        assert gateway.refusals == [("device-2", topic, gateway.refusals[0][2])]
+        assert gateway.refusals[0][2].startswith(reason)
+        assert observer.on(topic) == []
+    finally:
+        client.loop_stop()
+        client.disconnect()
