@@ -1,4 +1,4 @@
-"""A service's outfile on disk: compare, replace atomically, read back.
+"""A service's outfile on disk: replace atomically, read back.
 
 A new outfile is written to a temporary file in the outfile's own
 directory, flushed to disk and renamed over the old one, so a reader sees
@@ -14,17 +14,6 @@ import os
 
 DEV_NULL = "/dev/null"
 READ_LIMIT = 1024 * 1024  # outfiles hold a shadow section, which AWS caps at 8 KB
-
-
-def differs(path, data):
-    """True unless the file at path holds exactly data (bytes); a missing file differs."""
-    try:
-        if os.stat(path).st_size != len(data):
-            return True
-        with open(path, "rb") as f:
-            return f.read(len(data) + 1) != data
-    except FileNotFoundError:
-        return True
 
 
 def read(path):
