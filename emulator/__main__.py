@@ -3,7 +3,7 @@
 `broker` makes a CA, server and device certificates and runs the
 configured mosquitto in the foreground; `serve` runs the emulator against a
 broker until SIGTERM/SIGINT; the app commands (desired, reported, get,
-delete, publish, tunnel, job, ping) ask a running `serve` to act through the
+delete, publish, tunnel, job, jobs, ping) ask a running `serve` to act through the
 broker's control topics; `watch` prints messages from the broker. Exit
 status 0 on success, 1 with a one-line error otherwise. This module only
 parses arguments and prints; the work is done in emulator.cloud.
@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 
 from . import cbor, provisioning
 from .broker import Broker, BrokerError
@@ -83,6 +84,22 @@ def _parser():
     tunnel = _app(commands, "tunnel", "open a secure tunnel", "THING", "SERVICES")
     tunnel.add_argument("--region", default="us-east-1")
     _app(commands, "job", "queue a job", "THING", "JOBID", "JSON")
+    jobs = commands.add_parser("jobs", help="create, cancel or describe job executions")
+    actions = jobs.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    for action, help_text in (("create", "queue a job from a job document file"),
+                              ("cancel", "cancel a pending job execution"),
+                              ("describe", "print a job execution")):
+        sub = actions.add_parser(action, help=help_text)
+        _connection(sub)
+        sub.add_argument("--timeout", type=float, default=5.0)
+        sub.add_argument("--thing", required=True)
+        sub.add_argument("--job-id", required=action != "create",
+                         help="default for create: job-TIMESTAMP")
+        if action == "create":
+            sub.add_argument("--document", required=True, metavar="FILE",
+                             help="job document (JSON); - reads stdin")
+    jobs.set_defaults(run=run_jobs)
     _app(commands, "ping", "check that an emulator is serving")
 
     watch = commands.add_parser("watch", help="print messages (default filters # and $aws/#)")
@@ -146,6 +163,30 @@ _APP_REQUESTS = {
                               "document": _json_arg(a.json)}),
     "ping": lambda a: ("ping", {}),
 }
+
+
+def run_jobs(args):
+    """`jobs create|cancel|describe`: CreateJob for one thing, CancelJobExecution,
+    DescribeJobExecution."""
+    arguments = {"thing": args.thing, "job_id": args.job_id}
+    if args.action == "create":
+        if args.document == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.document) as f:
+                text = f.read()
+        arguments["document"] = _json_arg(text)
+        arguments["job_id"] = args.job_id or "job-%d" % int(time.time() * 1000)
+    operation = {"create": "job", "cancel": "cancel-job", "describe": "job-execution"}
+    result = control_request(operation[args.action], arguments, args.port, args.host,
+                             args.timeout)
+    if args.action == "create":
+        print(arguments["job_id"])
+    elif args.action == "describe":
+        if result is None:
+            raise EmulatorError("no job %s on %s" % (args.job_id, args.thing))
+        _print_json(args, result)
+    return 0
 
 
 def _print_json(args, result):

@@ -369,6 +369,8 @@ class Emulator:
             "tunnel": lambda a: self.open_tunnel(a["thing"], a["services"],
                                                  a.get("region", DEFAULT_REGION), a.get("token")),
             "job": lambda a: self.queue_job(a["thing"], a["job_id"], a["document"]),
+            "cancel-job": lambda a: self.cancel_job(a["thing"], a["job_id"]),
+            "job-execution": lambda a: self.job_execution(a["thing"], a["job_id"]),
             "things": lambda a: self.things,
             "defender": lambda a: self.defender_report(a["thing"]),
         }

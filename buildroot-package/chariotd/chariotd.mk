@@ -13,11 +13,13 @@ CHARIOTD_SITE_METHOD = local
 CHARIOTD_LICENSE = MIT
 CHARIOTD_LICENSE_FILES = LICENSE
 
-# Only chariotd.py, lib/ and init/ are installed: leave out the rest of a
-# developer's tree, virtualenvs and Buildroot output included.
+# Only chariotd.py, lib/, init/ and the job handlers of examples/jobs/ are
+# installed: leave out the rest of a developer's tree, virtualenvs and
+# Buildroot output included.
 CHARIOTD_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--include=/examples/ --include=/examples/jobs/*** \
 	--exclude=/.venv* --exclude=/tests --exclude=/emulator \
-	--exclude=/examples --exclude=/build --exclude=/output \
+	--exclude=/examples/* --exclude=/build --exclude=/output \
 	--exclude=__pycache__ --exclude=/.hypothesis --exclude=/.pytest_cache \
 	--exclude=/.ruff_cache
 
@@ -30,6 +32,9 @@ define CHARIOTD_INSTALL_TARGET_CMDS
 	ln -sf ../lib/chariotd/chariotd.py $(TARGET_DIR)/usr/bin/chariotd
 	$(INSTALL) -D -m 0644 $(@D)/init/default/chariotd \
 		$(TARGET_DIR)/etc/default/chariotd
+	# Handlers for AWS's managed job templates, for --jobs=THING:/usr/share/chariotd/jobs
+	$(INSTALL) -d -m 0755 $(TARGET_DIR)/usr/share/chariotd/jobs
+	cp -dpfr $(@D)/examples/jobs/. $(TARGET_DIR)/usr/share/chariotd/jobs/
 endef
 
 # A read-only root leaves Python no place to cache compiled modules, so
