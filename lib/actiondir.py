@@ -35,8 +35,15 @@ class ActionDir:
         self.new = os.path.join(path, "new")
         self.failed = os.path.join(path, "failed")
         self.keep_failed = keep_failed
-        for sub in ("tmp", "new", "failed"):
-            os.makedirs(os.path.join(path, sub), exist_ok=True)
+        for sub in ("tmp", "failed"):
+            # Without these (a full or read-only disk) the daemon still works:
+            # writers need tmp/, and a file that cannot go to failed/ is deleted.
+            try:
+                os.makedirs(os.path.join(path, sub), exist_ok=True)
+            except OSError as e:
+                log.error("%s: cannot make %s/ (%s); carrying on without it", path, sub,
+                          e.strerror or e)
+        os.makedirs(self.new, exist_ok=True)  # OSError: the caller says why it cannot start
         self._open_new()
 
     def _open_new(self):
@@ -117,9 +124,11 @@ class ActionDir:
         log.error("%s: %s; moved to failed/", os.path.join(self.new, name), reason)
         try:
             os.replace(os.path.join(self.new, name), os.path.join(self.failed, name))
-        except FileNotFoundError:
-            return
         except OSError as e:
+            if isinstance(e, FileNotFoundError) and not os.path.lexists(
+                    os.path.join(self.new, name)):
+                return  # gone already
+            # failed/ missing, unwritable or on another filesystem
             log.error("cannot move %s to failed/ (%s); deleting it", name, e.strerror)
             self.done(name)
             return

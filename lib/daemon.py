@@ -101,7 +101,12 @@ class Daemon:
 
     def _start_part(self, module):
         part = importlib.import_module(module, __package__)
-        self.parts[module.rpartition(".")[2]] = part.start(self)
+        try:
+            self.parts[module.rpartition(".")[2]] = part.start(self)
+        except OSError as e:  # a directory it needs cannot be made (a full disk, say)
+            log.error("cannot start %s: %s%s", module.rpartition(".")[2], e.strerror or e,
+                      ": " + e.filename if getattr(e, "filename", None) else "")
+            self.exit(1, NO_CERTIFICATE_PAUSE)
 
     def _needs_certificate(self):
         try:

@@ -45,8 +45,9 @@ Decisions:
   daemon had applied but not yet reported when it was killed would be
   cleared from desired and lost. A refused change is handled: it is
   logged and cleared, and the reported config shows it was not taken. A
-  change that failed on the device (outfile not writable) is left in
-  desired to be tried again at the next fetch.
+  change that failed on the device (outfile not writable: a full or
+  read-only disk) is left in desired and tried again by a fetch after
+  RETRY_FIRST seconds, doubling up to RETRY_CAP while it keeps failing.
 - Delta versions. The version of each fetched document and delta handled is
   remembered; a delta (or a refetched document) with an older version is
   stale and ignored. The versions of our own accepted updates do not count:
@@ -162,6 +163,8 @@ class ShadowSync:
         self.fetch_wanted = False
         self.retry_timer = None
         self.failures = 0
+        self.apply_retry = None  # the refetch that tries a failed change again
+        self.apply_failures = 0
         self.synced_at = None  # for --status-file: when a document, delta or update last landed
         self.not_applied = set()  # desired keys a service failed to apply
         self._status_changed = daemon.status_changed
@@ -415,6 +418,8 @@ class ShadowSync:
                     st.apply(st.config, "current config", check=False, first=first)
                 except (ChangeRefused, ChangeFailed) as e:
                     log.error("shadow %s: %s: current config not applied: %s", self.thing, key, e)
+                    if isinstance(e, ChangeFailed):
+                        self._retry_apply()
 
     def _merge(self, st, change, origin, first=False):
         """Merge change into the service's config and apply the result."""
@@ -434,9 +439,22 @@ class ShadowSync:
             log.error("shadow %s: %s: %s not applied: %s; left in desired",
                       self.thing, st.key, origin, e)
             self.not_applied.add(st.key)
+            self._retry_apply()
             return
         self.not_applied.discard(st.key)
+        if not self.not_applied:
+            self.apply_failures = 0
         self.clear.add(st.key)
+
+    def _retry_apply(self):
+        if self.apply_retry is None:
+            delay = min(RETRY_CAP, RETRY_FIRST * 2 ** self.apply_failures)
+            self.apply_failures += 1
+            self.apply_retry = self.loop.call_later(delay, self._apply_again)
+
+    def _apply_again(self):
+        self.apply_retry = None
+        self.fetch()
 
     def _synced(self, version):
         self.synced = True
