@@ -58,7 +58,8 @@ SHELL_SCRIPTS := init/runit/chariotd/run init/runit/chariotd/finish \
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
 	@if command -v shellcheck >/dev/null 2>&1; then \
-		echo "shellcheck -s sh $(SHELL_SCRIPTS)"; shellcheck -s sh $(SHELL_SCRIPTS); \
+		echo "shellcheck -s sh $(SHELL_SCRIPTS); shellcheck .ci/run"; \
+		shellcheck -s sh $(SHELL_SCRIPTS) && shellcheck .ci/run; \
 	else echo "lint: no shellcheck (apt-get install shellcheck): SKIPPING shellcheck"; fi
 	$(OELINT) $$(find meta-chariotd -name '*.bb' -o -name '*.bbappend' -o -name '*.conf' | sort)
 	@if [ -z "$(BUILDROOT_DIR)" ]; then \
