@@ -47,13 +47,14 @@ tools:
 # network (and HOMEPAGE is a placeholder until chariotd has a public home).
 OELINT := $(VENV)/bin/oelint-adv --quiet --hide info --release scarthgap \
 	--suppress oelint.vars.homepageping
-# Buildroot's utils/check-package on buildroot-package/ and the init scripts
-# it installs, when BUILDROOT_DIR names a Buildroot tree.
+# Buildroot's utils/check-package on buildroot-package/ and the scripts it
+# installs (init files, job handlers), when BUILDROOT_DIR names a Buildroot
+# tree. It needs flake8 and python-magic, put into .venv when missing.
 BUILDROOT_DIR ?=
-CHECK_PACKAGE_FILES = $(shell find buildroot-package -type f) init/sysvinit/S90chariotd \
-	init/runit/chariotd/run init/runit/chariotd/finish init/runit/chariotd/log/run
+JOB_HANDLERS := $(sort $(wildcard examples/jobs/*.sh))
 SHELL_SCRIPTS := init/runit/chariotd/run init/runit/chariotd/finish \
-	init/runit/chariotd/log/run init/sysvinit/S90chariotd
+	init/runit/chariotd/log/run init/sysvinit/S90chariotd $(JOB_HANDLERS)
+CHECK_PACKAGE_FILES = $(sort $(shell find buildroot-package -type f)) $(SHELL_SCRIPTS)
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
@@ -67,7 +68,8 @@ lint: $(VENV)/.stamp
 	elif [ ! -x "$(BUILDROOT_DIR)/utils/check-package" ]; then \
 		echo "lint: BUILDROOT_DIR=$(BUILDROOT_DIR) has no utils/check-package" >&2; exit 1; \
 	else \
-		$(VENV)/bin/pip install -q --disable-pip-version-check flake8 python-magic \
+		{ $(PY) -c "import flake8, magic" 2>/dev/null \
+		  || $(VENV)/bin/pip install -q --disable-pip-version-check flake8 python-magic; } \
 		&& echo "check-package -b $(CHECK_PACKAGE_FILES)" \
 		&& top=$$(pwd) && cd "$(BUILDROOT_DIR)" \
 		&& PATH="$$top/$(VENV)/bin:$$PATH" utils/check-package -b \

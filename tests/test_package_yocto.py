@@ -111,7 +111,7 @@ def install(tmp_path, packageconfig):
     b.mkdir()
     values = {"S": str(ROOT), "B": str(b), "D": str(d), "PYTHON": sys.executable,
               "nonarch_libdir": "/usr/lib", "bindir": "/usr/bin", "sysconfdir": "/etc",
-              "docdir": "/usr/share/doc", "INIT_D_DIR": "/etc/init.d",
+              "docdir": "/usr/share/doc", "datadir": "/usr/share", "INIT_D_DIR": "/etc/init.d",
               "systemd_system_unitdir": "/usr/lib/systemd/system"}
     features = {"PACKAGECONFIG": packageconfig, "DISTRO_FEATURES": ["sysvinit", "systemd"]}
     text = recipe()
@@ -139,8 +139,11 @@ def test_installs_what_the_buildroot_package_does(tmp_path):
     assert {"etc/default/chariotd", "usr/lib/systemd/system/chariotd.service",
             "usr/share/doc/chariotd/README.md"} <= got
     assert not [f for f in got if f.startswith(("etc/sv", "etc/service"))]
-    # nothing but the daemon, its init files and the README
-    assert got - lib == {"usr/lib/chariotd/chariotd.py", "usr/bin/chariotd",
+    jobs = {"usr/share/chariotd/jobs/" + p.name for p in (ROOT / "examples" / "jobs").glob("*.sh")}
+    assert jobs and jobs <= got
+    assert os.stat(str(d / sorted(jobs)[0])).st_mode & 0o777 == 0o755
+    # nothing but the daemon, its init files, the jobs handlers and the README
+    assert got - lib - jobs == {"usr/lib/chariotd/chariotd.py", "usr/bin/chariotd",
                          "etc/default/chariotd", "etc/init.d/chariotd",
                          "usr/lib/systemd/system/chariotd.service",
                          "usr/share/doc/chariotd/README.md"} | {

@@ -14,11 +14,12 @@ CHARIOTD_LICENSE = MIT
 CHARIOTD_LICENSE_FILES = LICENSE
 
 # Only chariotd.py, lib/, init/ and the job handlers of examples/jobs/ are
-# installed: leave out the rest of a developer's tree, virtualenvs and
-# Buildroot output included.
+# installed: leave out the rest of a developer's tree, virtualenvs (.venv*,
+# CI's in .ci/), the MicroPython npm package (.node) and Buildroot output
+# included.
 CHARIOTD_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--include=/examples/ --include=/examples/jobs/*** \
-	--exclude=/.venv* --exclude=/tests --exclude=/emulator \
+	--exclude=/.venv* --exclude=/.ci --exclude=/.node --exclude=/tests --exclude=/emulator \
 	--exclude=/examples/* --exclude=/build --exclude=/output \
 	--exclude=__pycache__ --exclude=/.hypothesis --exclude=/.pytest_cache \
 	--exclude=/.ruff_cache

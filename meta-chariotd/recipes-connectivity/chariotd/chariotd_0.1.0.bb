@@ -63,6 +63,9 @@ do_install() {
     ln -sf ${nonarch_libdir}/chariotd/chariotd.py ${D}${bindir}/chariotd
     install -D -m 0644 ${S}/init/default/chariotd ${D}${sysconfdir}/default/chariotd
     install -D -m 0644 ${S}/README.md ${D}${docdir}/chariotd/README.md
+    for f in ${S}/examples/jobs/*.sh; do
+        install -D -m 0755 $f ${D}${datadir}/chariotd/jobs/$(basename $f)
+    done
 
     if ${@bb.utils.contains('PACKAGECONFIG', 'runit', 'true', 'false', d)}; then
         install -D -m 0755 ${S}/init/runit/chariotd/run ${D}${sysconfdir}/sv/chariotd/run
@@ -82,9 +85,12 @@ do_install() {
     fi
 }
 
-PACKAGES =+ "${PN}-runit"
+# chariotd-jobs: the AWS IoT Jobs handlers of examples/jobs/ (the names AWS's
+# managed job templates call), for --jobs=THING:/usr/share/chariotd/jobs.
+PACKAGES =+ "${PN}-jobs ${PN}-runit"
 
 FILES:${PN} += "${nonarch_libdir}/chariotd"
+FILES:${PN}-jobs += "${datadir}/chariotd/jobs"
 FILES:${PN}-runit += "${sysconfdir}/sv ${sysconfdir}/service"
 CONFFILES:${PN} = "${sysconfdir}/default/chariotd"
 
@@ -101,4 +107,5 @@ RDEPENDS:${PN} = "python3-core \
                   python3-netclient \
                   python3-paho-mqtt \
                   python3-shell"
+RDEPENDS:${PN}-jobs = "${PN}"
 RDEPENDS:${PN}-runit = "${PN}"
