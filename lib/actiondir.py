@@ -158,28 +158,64 @@ class ActionFailed(Exception):
     """Raised by a handler: the file could not be actioned; the message says why."""
 
 
-def serve(watcher, adir, handle, limit=1024 * 1024):
-    """Hand every file arriving in adir's new/ to handle(name, data), in sorted
-    order, on the loop thread; done on return, failed/ on ActionFailed."""
+class Consumer:
+    """The one consume loop of an action directory: hands each file of new/ to
+    take(name, data) on the loop thread.
 
-    def consider(name):
+    Every file, in sorted name order, is taken at start() and whenever the
+    watcher lost count (polling, an inotify overflow); otherwise the files the
+    watcher names. A file that cannot be read (not regular, over limit bytes,
+    unreadable) or that take refuses with ActionFailed goes to failed/ with
+    why. A file take accepts is deleted, or, with hold, handed to
+    hold(name, stat) instead and left in new/ for its owner to finish
+    (ActionDir.done). skip(name) true passes a file over unread; after()
+    runs after each batch. With started=False nothing is taken before start().
+    """
+
+    def __init__(self, watcher, adir, take, limit=1024 * 1024, hold=None, skip=None,
+                 after=None, started=True):
+        self.adir = adir
+        self._take = take
+        self._limit = limit
+        self._hold = hold
+        self._skip = skip
+        self._after = after
+        self._started = False
+        # Watch first, then look: a file arriving in between is reported, not missed.
+        watcher.watch(adir.new, lambda _path, names: self._arrived(names))
+        if started:
+            self.start()
+
+    def start(self):
+        """Take the files already waiting, and from now on every file that arrives."""
+        self._started = True
+        self._arrived(None)
+
+    def _arrived(self, names):
+        if not self._started:
+            return
+        for name in sorted(self.adir.names()) if names is None else names:
+            self._consider(name)
+        if self._after is not None:
+            self._after()
+
+    def _consider(self, name):
+        adir = self.adir
+        if self._skip is not None and self._skip(name):
+            return
         try:
-            data = adir.read(name, limit)
+            data, st = adir.read_with_stat(name, self._limit)
         except FileNotFoundError:
             return
         except OSError as e:
             adir.fail(name, e.strerror or str(e))
             return
         try:
-            handle(name, data)
+            self._take(name, data)
         except ActionFailed as e:
             adir.fail(name, str(e))
         else:
-            adir.done(name)
-
-    def changed(_path, names):
-        for name in sorted(adir.names()) if names is None else names:
-            consider(name)
-
-    watcher.watch(adir.new, changed)
-    changed(adir.new, None)
+            if self._hold is None:
+                adir.done(name)
+            else:
+                self._hold(name, st)

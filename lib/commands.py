@@ -12,7 +12,7 @@ do the work, and provisioning code is imported only when asked for.
 import json
 import logging
 
-from .actiondir import ActionDir, ActionFailed, serve
+from .actiondir import ActionDir, ActionFailed, Consumer
 
 log = logging.getLogger("chariotd")
 
@@ -21,8 +21,8 @@ ARGUMENTS_LIMIT = 64 * 1024
 
 def start(daemon):
     commands = Commands(daemon)
-    serve(daemon.watcher, ActionDir(daemon.options.commands), commands.handle,
-          limit=ARGUMENTS_LIMIT)
+    Consumer(daemon.watcher, ActionDir(daemon.options.commands), commands.handle,
+             limit=ARGUMENTS_LIMIT)
     return commands
 
 

@@ -12,9 +12,8 @@ configs from the shadow. What a file means is the sync's business.
 """
 
 import logging
-import os
 
-from .actiondir import ActionDir, ActionFailed
+from .actiondir import ActionDir, Consumer
 
 log = logging.getLogger("chariotd")
 
@@ -27,11 +26,8 @@ class UpdateFiles:
     def __init__(self, watcher, directories, take, taken):
         """take(name, data) applies a file or raises ActionFailed; taken() runs
         after each batch of files."""
-        self._take = take
-        self._taken = taken
-        self._started = False
         self._pending = {}  # (dir, name) -> (ActionDir, identity): applied, not reported
-        self.dirs = []
+        self._consumers = []
         for directory in directories:
             try:
                 adir = ActionDir(directory, KEEP_FAILED)
@@ -39,14 +35,20 @@ class UpdateFiles:
                 log.error("--updates %s: cannot set up the directory: %s", directory,
                           e.strerror or e)
                 continue
-            self.dirs.append(adir)
-            watcher.watch(adir.new, lambda _path, names, adir=adir: self._arrived(adir, names))
+            self._consumers.append(Consumer(
+                watcher, adir, take, SIZE_LIMIT, after=taken, started=False,
+                hold=lambda name, st, adir=adir: self._hold(adir, name, st),
+                skip=lambda name, adir=adir: self._applied(adir, name)))
+
+    @property
+    def dirs(self):
+        """The ActionDirs files are taken from."""
+        return [consumer.adir for consumer in self._consumers]
 
     def start(self):
         """Take the files already waiting, and from now on every file that arrives."""
-        self._started = True
-        for adir in self.dirs:
-            self._arrived(adir, None)
+        for consumer in self._consumers:
+            consumer.start()
 
     def pending(self):
         """Tokens for the files applied but not yet reported, for `finish`."""
@@ -61,39 +63,27 @@ class UpdateFiles:
             del self._pending[ident]
             adir, name = entry[0], ident[1]
             try:
-                if _identity(os.path.join(adir.new, name)) == stamp:
+                if _identity(adir.lstat(name)) == stamp:
                     adir.done(name)
             except FileNotFoundError:
                 pass
 
-    def _arrived(self, adir, names):
-        if not self._started:
-            return
-        for name in sorted(adir.names()) if names is None else names:
-            self._consider(adir, name)
-        self._taken()
-
-    def _consider(self, adir, name):
-        ident = (adir.path, name)
+    def _applied(self, adir, name):
+        """Whether new/NAME is the very file applied already (deleted once reported)."""
+        entry = self._pending.get((adir.path, name))
+        if entry is None:
+            return False
         try:
-            stamp = _identity(os.path.join(adir.new, name))
-            if self._pending.get(ident, (None, None))[1] == stamp:
-                return  # applied already; deleted once reported
-            data = adir.read(name, SIZE_LIMIT)
+            return _identity(adir.lstat(name)) == entry[1]
         except FileNotFoundError:
-            return
-        except OSError as e:
-            adir.fail(name, e.strerror or str(e))
-            return
-        try:
-            self._take(name, data)
-        except ActionFailed as e:
-            adir.fail(name, str(e))
-            return
-        self._pending[ident] = (adir, stamp)
+            return True
+        except OSError:
+            return False  # the read says why
+
+    def _hold(self, adir, name, st):
+        self._pending[(adir.path, name)] = (adir, _identity(st))
 
 
-def _identity(path):
+def _identity(st):
     """Tells a file from a later one renamed over it (inode numbers get reused)."""
-    st = os.lstat(path)
     return st.st_ino, st.st_mtime_ns

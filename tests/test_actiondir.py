@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from lib.actiondir import ActionDir, ActionFailed, serve
+from lib.actiondir import ActionDir, ActionFailed, Consumer
 from lib.dirwatch import DirWatcher
 from lib.eventloop import EventLoop
 
@@ -51,7 +51,7 @@ def test_files_present_at_start_go_in_sorted_order_then_new_ones(tmp_path, watch
     for name in ("c", "a", "b"):
         drop(adir, name, name.encode())
     seen = []
-    serve(watcher, adir, lambda name, data: seen.append((name, data)))
+    Consumer(watcher, adir, lambda name, data: seen.append((name, data)))
     assert seen == [("a", b"a"), ("b", b"b"), ("c", b"c")]
     drop(adir, "d", b"d")
     run_until(watcher.loop, lambda: len(seen) == 4)
@@ -67,7 +67,7 @@ def test_failed_action_moves_file_to_failed(tmp_path, watcher):
     def refuse(name, data):
         raise ActionFailed("not today")
 
-    serve(watcher, adir, refuse)
+    Consumer(watcher, adir, refuse)
     assert os.listdir(adir.failed) == ["bad"] and os.listdir(adir.new) == []
 
 
@@ -79,7 +79,7 @@ def test_non_regular_entries_are_never_opened(tmp_path, watcher):
     os.mkfifo(os.path.join(adir.new, "fifo"))  # opening it for reading would block
     os.mkdir(os.path.join(adir.new, "dir"))
     seen = []
-    serve(watcher, adir, lambda name, data: seen.append(data))
+    Consumer(watcher, adir, lambda name, data: seen.append(data))
     assert seen == []
     assert sorted(os.listdir(adir.failed)) == ["dir", "fifo", "link"]
     os.symlink(secret, os.path.join(adir.new, "late-link"))
