@@ -10,6 +10,8 @@ the owner only. It never logs or returns key or certificate contents.
 import logging
 import os
 
+from . import atomicwrite
+
 log = logging.getLogger("chariotd")
 
 PREFERRED = "preferred"
@@ -136,11 +138,14 @@ class CertStore:
         try:
             os.chmod(tmpdir, 0o700)
             cert, key = (os.path.join(tmpdir, os.path.basename(p)) for p in self.paths(cert_id))
-            _write_private(key, key_pem, 0o600)
-            _write_private(cert, cert_pem, 0o644)
-            _fsync_dir(tmpdir)
+            # Created with the final mode, so the key is never readable by
+            # others, whatever the umask, not even for a moment.
+            atomicwrite.write_new(key, key_pem, 0o600, exact_mode=True)
+            atomicwrite.write_new(cert, cert_pem, 0o644, exact_mode=True)
+            # An entry that may not survive a power cut is not added.
+            atomicwrite.sync_directory(tmpdir, required=True)
             os.rename(tmpdir, final)
-            _fsync_dir(self.path)
+            atomicwrite.sync_directory(self.path, required=True)
         except OSError:
             for p in os.listdir(tmpdir) if os.path.isdir(tmpdir) else ():
                 os.unlink(os.path.join(tmpdir, p))
@@ -152,22 +157,3 @@ class CertStore:
     def make_preferred(self, cert_id):
         self._link(cert_id)
 
-
-def _write_private(path, text, mode):
-    # O_CREAT with the final mode, so the key is never readable by others,
-    # whatever the umask, not even for a moment.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, text.encode() if isinstance(text, str) else text)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -12,6 +12,8 @@ formats, services or shadows.
 
 import os
 
+from . import atomicwrite
+
 DEV_NULL = "/dev/null"
 READ_LIMIT = 1024 * 1024  # outfiles hold a shadow section, which AWS caps at 8 KB
 
@@ -36,45 +38,19 @@ def replace(path, data):
     except FileNotFoundError:
         old = None
     _remove_leftovers(directory, name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o666)
+    if old is None:
+        atomicwrite.write_new(tmp, data)  # the mode follows the umask
+    else:
+        atomicwrite.write_new(tmp, data, old.st_mode & 0o7777, exact_mode=True,
+                              owner=(old.st_uid, old.st_gid))
     try:
-        try:
-            if old is not None:
-                _keep_owner_and_mode(fd, old)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.rename(tmp, target)
     except OSError:
         _remove(tmp)
         raise
-    _sync_directory(directory)
-
-
-def _keep_owner_and_mode(fd, old):
-    try:
-        os.fchown(fd, old.st_uid, old.st_gid)
-    except PermissionError:
-        pass  # not root: the file stays ours, which is all we can do
-    os.fchmod(fd, old.st_mode & 0o7777)
-
-
-def _sync_directory(directory):
-    # The rename is durable only once the directory entry is on disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories
-    finally:
-        os.close(fd)
+    # The rename is durable only once the directory entry is on disk; where the
+    # filesystem cannot say so, the rename is done all the same.
+    atomicwrite.sync_directory(directory, required=False)
 
 
 def _remove_leftovers(directory, name):
