@@ -22,6 +22,9 @@ what it changed:
 5. A message dropped into the --messages spool reaches the app.
 6. A backlog spooled while chariotd is stopped drains after its restart,
    the message with a priority first.
+7. AWS IoT Jobs: the app queues a job from AWS's managed template
+   AWS-Download-File for a file served over 127.0.0.1; chariotd runs
+   examples/jobs/download-file.sh and the job SUCCEEDS.
 
 The example definitions are copied into the temporary directory with their
 device paths rewritten as examples/README.md describes. A step whose
@@ -32,6 +35,8 @@ the end of chariotd's log and exits 1. Whatever happens, Ctrl-C included,
 it stops chariotd, the emulator and mosquitto and removes the directory.
 """
 
+import hashlib
+import http.server
 import json
 import logging
 import os
@@ -42,6 +47,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -284,6 +290,8 @@ class Demo:
                      "--updates=%s:%s" % (THING, self.path("updates"))]
         if not self.missing["messages"]:
             args.append("--messages=" + self.path("messages"))
+        shutil.copytree(os.path.join(ROOT, "examples", "jobs"), self.path("jobs"))
+        args.append("--jobs=%s:%s" % (THING, self.path("jobs")))
         return args
 
     def write_fleetprov(self):
@@ -514,6 +522,47 @@ def backlog(demo):
              "new/ is empty")
 
 
+def a_job(demo):
+    www = demo.path("www")
+    os.makedirs(www)
+    with open(os.path.join(www, "firmware.bin"), "wb") as f:
+        f.write(os.urandom(64 * 1024))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             lambda *a: Quiet(*a, directory=www))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = "http://127.0.0.1:%d/firmware.bin" % server.server_address[1]
+        target = demo.path("data", "firmware.bin")
+        with open(os.path.join(ROOT, "tests", "jobs_templates", "AWS-Download-File.json")) as f:
+            text = f.read()
+        for name, value in (("downloadUrl", url), ("filePath", target), ("pathToHandler", ""),
+                            ("runAsUser", "")):
+            text = text.replace("${aws:iot:parameter:%s}" % name, value)
+        OUT.title("A job: the app creates one from AWS's managed template AWS-Download-File "
+                  "(downloadUrl %s, filePath %s)" % (url, target))
+        demo.emulator.queue_job(THING, "download-1", json.loads(text))
+        done = wait("the job to finish", lambda: (demo.emulator.job_execution(
+            THING, "download-1") or {}).get("status") in ("SUCCEEDED", "FAILED", "REJECTED")
+            and demo.emulator.job_execution(THING, "download-1"), demo.daemon)
+        OUT.line("chariotd ran download-file.sh; the job is %s: %s"
+                 % (done["status"], compact(done.get("statusDetails", {}))))
+        if done["status"] != "SUCCEEDED":
+            raise DemoFailed("the job did not succeed")
+        with open(target, "rb") as got, open(os.path.join(www, "firmware.bin"), "rb") as sent:
+            same = hashlib.sha256(got.read()).digest() == hashlib.sha256(sent.read()).digest()
+        if not same:
+            raise DemoFailed("the downloaded file differs")
+        OUT.line("%s is there, byte for byte the served file" % target)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def stop_daemon(demo):
     status = demo.daemon.stop()
     if status != 0:
@@ -553,6 +602,7 @@ def run(demo):
     else:
         one_message(demo)
         backlog(demo)
+    a_job(demo)
     stop_daemon(demo)
 
 
