@@ -2,7 +2,8 @@
 
 `spawn()` starts a program as the leader of a new session (so it and
 everything it starts form one process group) and records the group;
-`stop_group()` ends one group: SIGTERM, then SIGKILL after a grace;
+`stop_group()` ends one group: SIGTERM, then SIGKILL after a grace
+(`stop_soon()` does it on a thread of its own, for the loop thread);
 `stop_all()` does that to every group still alive when the daemon exits,
 so no notify command, subscribe-exec, letterhead generator or tunnel proxy
 (nor a background child one of them left behind) outlives the daemon.
@@ -107,6 +108,12 @@ def stop_group(pgid, grace=STOP_GRACE):
     """SIGTERM the group, wait up to grace seconds, then SIGKILL what is left.
     Blocks; for the daemon's exit and for waiter threads."""
     stop_groups([pgid], grace)
+
+
+def stop_soon(proc, grace=STOP_GRACE):
+    """stop_group() for PROC's group without blocking the caller. What the
+    group holds dies too, even when its leader exits at the SIGTERM."""
+    threading.Thread(target=stop_group, args=(proc.pid, grace), daemon=True).start()
 
 
 def stop_groups(pgids, grace=STOP_GRACE):

@@ -7,9 +7,10 @@ token and region in its environment (AWSIOT_TUNNEL_ACCESS_TOKEN,
 AWSIOT_TUNNEL_REGION), so the token shows neither in `ps` nor in our logs,
 and `-d SVC=PORT,...` for the requested services that are mapped, plus
 `-c DIR` with --tunnelcadir. One proxy per thing: a new request stops the
-running one first (SIGTERM to its process group, SIGKILL after
-STOP_GRACE); a repeat of the request that started the running proxy (AWS may
-deliver a QoS 1 message twice) is ignored, since restarting would spend the
+running one first (children.stop_soon: SIGTERM to its process group,
+SIGKILL to what is left of the group after its grace); a repeat of the
+request that started the running proxy (AWS may deliver a QoS 1 message
+twice) is ignored, since restarting would spend the
 single-use token. The proxy runs for as long as the tunnel lives, so it is
 started with children.spawn rather than children.run's timeout (so it
 still dies with the daemon); a waiter thread posts its exit to the loop.
@@ -21,7 +22,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import threading
 
@@ -29,7 +29,6 @@ from . import children
 
 log = logging.getLogger("chariotd")
 
-STOP_GRACE = children.STOP_GRACE
 THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 
 
@@ -53,12 +52,11 @@ def start(daemon):
 
 
 class Proxy:
-    __slots__ = ("proc", "token_digest", "kill_timer")
+    __slots__ = ("proc", "token_digest")
 
     def __init__(self, proc, token_digest):
         self.proc = proc
         self.token_digest = token_digest
-        self.kill_timer = None
 
 
 class Tunnels:
@@ -127,9 +125,7 @@ class Tunnels:
         if proxy is None:
             return False
         log.info("stopping tunnel proxy for %s (pid %d)", thing, proxy.proc.pid)
-        _signal_group(proxy.proc, signal.SIGTERM)
-        proxy.kill_timer = self._loop.call_later(STOP_GRACE, _signal_group, proxy.proc,
-                                                 signal.SIGKILL)
+        children.stop_soon(proxy.proc)
         return True
 
     def stop(self):
@@ -142,8 +138,6 @@ class Tunnels:
         self._loop.post(self._exited, thing, proxy, status)
 
     def _exited(self, thing, proxy, status):
-        if proxy.kill_timer:
-            proxy.kill_timer.cancel()
         if self._proxies.get(thing) is proxy:
             del self._proxies[thing]
             how = "was killed by signal %d" % -status if status < 0 else "exited with status %d" \
@@ -152,8 +146,3 @@ class Tunnels:
         else:
             log.info("tunnel proxy for %s stopped", thing)
 
-
-def _signal_group(proc, sig):
-    # Once the waiter has reaped the proxy its group id may belong to someone else.
-    if proc.returncode is None:
-        children.signal_group(proc.pid, sig)

@@ -130,3 +130,39 @@ def test_notify_commands_that_hang_hold_their_output_or_flood_it(
     finally:
         if os.path.exists(left) and alive(int(read_file(left))):
             os.kill(int(read_file(left)), 9)
+
+
+STUBBORN_PROXY = """#!/bin/sh
+# Leaves a child that ignores SIGTERM, and itself ends at SIGTERM.
+sh -c 'trap "" TERM; echo $$ > %s; while :; do sleep 0.1; done' &
+trap 'exit 0' TERM
+while :; do sleep 0.1; done
+"""
+
+
+def test_a_closed_tunnel_takes_what_its_proxy_left_behind(tmp_path, certstore, daemon_factory):
+    """close-tunnel: the proxy ends at SIGTERM, the child it started ignores
+    it and is killed after the grace; the daemon runs on."""
+    left = str(tmp_path / "left.pid")
+    proxy = str(tmp_path / "localproxy")
+    with open(proxy, "w") as f:
+        f.write(STUBBORN_PROXY % left)
+    os.chmod(proxy, 0o755)
+    commands = str(tmp_path / "commands")
+    d = daemon_factory("--tunnelmappings=gw-1:SSH=22", "--tunnelproxy=" + proxy,
+                       "--commands=" + commands, certstore=certstore)
+    try:
+        d.wait_log("connected")
+        drop_action(commands, "open-tunnel", json.dumps(
+            {"thing": "gw-1", "region": "eu-west-1", "services": ["SSH"], "token": "t"}))
+        pid = wait_until(lambda: os.path.exists(left) and read_file(left).strip()
+                         and int(read_file(left)), what="the proxy's child running")
+        drop_action(commands, "close-tunnel", json.dumps({"thing": "gw-1"}))
+        d.wait_log("tunnel proxy for gw-1 stopped")
+        assert alive(pid), "the child ignores SIGTERM: only SIGKILL ends it"
+        wait_until(lambda: not alive(pid), 8, "the proxy's child killed after the grace")
+        assert d.proc.poll() is None
+        assert d.stop() == 0
+    finally:
+        if os.path.exists(left) and read_file(left).strip() and alive(int(read_file(left))):
+            os.kill(int(read_file(left)), 9)
