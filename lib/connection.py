@@ -4,7 +4,9 @@ Owns the paho client: TLS with the broker verified against the root CA
 (hostname included; there is no switch to turn that off), the client
 certificate from the certstore, ALPN on port 443, keepalive and last will,
 MQTT 3.1.1. It reconnects with exponential backoff and full jitter and
-counts failures for the supervisor policy of interface.md section 2. It
+tells the failures that point at the certificate (they count for the
+supervisor policy of interface.md section 2: rotate `preferred`, exit) from
+the network's (waited out for as long as they last: offline is normal). It
 routes incoming messages to subscribers and tells publishers when their
 message is done; it does not queue, pace or retry publishes (the
 publisher does) and knows nothing of shadows or files.
@@ -15,6 +17,7 @@ the next keepalive deadline as its timeout.
 """
 
 import logging
+import os
 import random
 import ssl
 import threading
@@ -35,13 +38,56 @@ SUBSCRIBE_BATCH = 8  # AWS: at most 8 topic filters per SUBSCRIBE
 JOIN_LIMIT = 16384  # bytes of queued packets joined into one write: one TLS record
 
 
+# TLS alerts about the certificate we presented (OpenSSL's reason names): a
+# broker refusing it sends one of these, in the handshake (TLS 1.2) or as
+# the first thing after it (TLS 1.3, where the client finishes first).
+CERTIFICATE_ALERTS = frozenset((
+    "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED", "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN", "TLSV1_ALERT_UNKNOWN_CA",
+    "TLSV1_ALERT_ACCESS_DENIED", "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+))
+# CONNACK refusals that point at our credentials: MQTT 3.1.1's "bad user name
+# or password" and "not authorised", and paho 2's MQTT 5 forms of them.
+CERTIFICATE_CONNACKS = frozenset((4, 5, 0x86, 0x87))
+
+
 class ConnectionFailed(Exception):
     """Too many connection failures in a row; the supervisor should restart us."""
 
 
-def backoff_delay(failures, rng=random):
+def certificate_alert(error):
+    """Whether error is the peer's TLS alert about our certificate."""
+    return isinstance(error, ssl.SSLError) and error.reason in CERTIFICATE_ALERTS
+
+
+def endpoint_hung_up(error, code):
+    """Whether a connection lost after the TLS handshake and before CONNACK
+    was the endpoint's doing: a TLS alert on our certificate, or a close or
+    reset (AWS IoT Core's answer to an inactive or unknown certificate, or one
+    whose policy denies iot:Connect). error is the exception that ended it
+    (None when the peer simply closed), code paho's reason. A time-out or a
+    network error on the way is the network's."""
+    if error is None:
+        return _code(code) not in (mqtt.MQTT_ERR_KEEPALIVE, 0x8D)  # 0x8D: keepalive timeout
+    if certificate_alert(error):
+        return True
+    return isinstance(error, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)) or (
+        isinstance(error, ssl.SSLError) and "EOF" in str(error).upper())
+
+
+def backoff_cap():
+    """The backoff's cap: BACKOFF_CAP, or less when the environment variable
+    CHARIOTD_BACKOFF_CAP says so (a lab, a test that waits out many attempts)."""
+    try:
+        return min(BACKOFF_CAP, max(BACKOFF_FLOOR, float(os.environ["CHARIOTD_BACKOFF_CAP"])))
+    except (KeyError, ValueError):
+        return BACKOFF_CAP
+
+
+def backoff_delay(failures, rng=random, cap=BACKOFF_CAP):
     """Seconds to wait before attempt number failures+1: full jitter, floored."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** failures))
+    ceiling = min(cap, BACKOFF_BASE * (2 ** min(failures, 30)))  # offline for days: no overflow
     return max(BACKOFF_FLOOR, rng.uniform(0, ceiling))
 
 
@@ -80,6 +126,9 @@ class _LastPahoError(logging.Handler):
 
     def emit(self, record):
         self._connection._last_paho_error = record.getMessage()
+        errors = [a for a in (record.args or ()) if isinstance(a, BaseException)]
+        if errors:
+            self._connection._last_paho_exception = errors[-1]
 
 
 def _paho_error_logger(connection):
@@ -148,11 +197,13 @@ class Connection:
         self._certstore = certstore
         self._keepalive = keepalive
         self._will = will
-        self.failures = 0
+        self.failures = 0  # failures pointing at the certificate, in a row
+        self.attempts = 0  # failed attempts in a row, whatever the cause: the backoff's
+        self._backoff_cap = backoff_cap()
         self.connected = False  # CONNACK accepted and subscriptions acknowledged
         self._sock = None
         self._fd = None
-        self._last_paho_error = None
+        self._last_paho_error = self._last_paho_exception = None
         self._paho_errors = _paho_error_logger(self)
         self._flush_posted = False
         self._write_blocked = False  # the last write left data behind
@@ -291,6 +342,7 @@ class Connection:
     def _attempt(self):
         if self._stopping:
             return
+        self._last_paho_error = self._last_paho_exception = None
         # The TCP connect and TLS handshake block, so they run off the loop
         # thread; nothing else touches the client until they are done.
         threading.Thread(target=self._open_socket, daemon=True).start()
@@ -304,7 +356,13 @@ class Connection:
         self._loop.post(self._socket_opened)
 
     def _socket_failed(self, error):
-        self._failure("cannot connect to %s: %s" % (self._endpoint, describe_error(error)))
+        reason = "cannot connect to %s: %s" % (self._endpoint, describe_error(error))
+        if certificate_alert(error):
+            self._failure(reason)
+        else:
+            # Refused, unreachable, timed out, not resolved, reset before TLS
+            # completed, or a broker we cannot trust: not the certificate's fault.
+            self._offline(reason)
 
     def _socket_opened(self):
         if self._stopping:
@@ -320,7 +378,7 @@ class Connection:
         self._connack_timer = None
         log.error("no CONNACK from %s within %ds", self._endpoint, CONNACK_TIMEOUT)
         self._close()
-        self._failure("no CONNACK")
+        self._offline("no CONNACK")
 
     def _connack(self, rc):
         if self._connack_timer:
@@ -329,9 +387,12 @@ class Connection:
         if _code(rc) != 0:
             reason = str(rc) if hasattr(rc, "value") else mqtt.connack_string(rc)
             self._close()
-            self._failure("connection refused: %s" % reason)
+            if _code(rc) in CERTIFICATE_CONNACKS:
+                self._failure("connection refused: %s" % reason)
+            else:
+                self._offline("connection refused: %s" % reason)
             return
-        self.failures = 0
+        self.failures = self.attempts = 0
         log.info("connected to %s", self._endpoint)
         filters = list(self._subscriptions)
         if filters:
@@ -378,7 +439,7 @@ class Connection:
                 rc = client.loop_read(100)
         except (OSError, ssl.SSLError) as e:
             # paho 1.6 lets a TLS alert (our certificate refused) escape loop_read.
-            self._disconnected(describe_error(e))
+            self._disconnected(describe_error(e), e)
             return
         if rc == mqtt.MQTT_ERR_SUCCESS:
             self._want_write(client.want_write())
@@ -410,7 +471,7 @@ class Connection:
         try:
             client.loop_write()
         except (OSError, ssl.SSLError) as e:
-            self._disconnected(describe_error(e))
+            self._disconnected(describe_error(e), e)
             return
         self._write_blocked = client.want_write()
         self._want_write(self._write_blocked)
@@ -434,7 +495,7 @@ class Connection:
             try:
                 self._client.loop_misc()
             except (OSError, ssl.SSLError) as e:
-                self._disconnected(describe_error(e))
+                self._disconnected(describe_error(e), e)
                 return
             self._want_write(self._client.want_write())
 
@@ -451,15 +512,18 @@ class Connection:
 
     # -- losing the connection ---------------------------------------------
 
-    def _disconnected(self, reason):
-        """The socket is gone; reason is paho's code or reason object, or our own text."""
+    def _disconnected(self, reason, error=None):
+        """The socket is gone; reason is paho's code or reason object, or our own
+        text; error the exception that ended it, when one did."""
+        code = reason
         if isinstance(reason, int):
             reason = mqtt.error_string(reason)
         elif not isinstance(reason, str):
             reason = str(reason)
         if self._last_paho_error:
             reason = "%s: %s" % (reason, self._last_paho_error)
-            self._last_paho_error = None
+        error = error or self._last_paho_exception
+        self._last_paho_error = self._last_paho_exception = None
         was_up = self.connected
         had_socket = self._sock is not None
         self._close()
@@ -473,8 +537,12 @@ class Connection:
             for fn in self._errors:
                 fn("connection lost (%s)" % reason)
             self._loop.call_later(backoff_delay(0), self._attempt)
+            return
+        reason = "disconnected before the connection was accepted (%s)" % reason
+        if endpoint_hung_up(error, code):
+            self._failure(reason)
         else:
-            self._failure("disconnected before the connection was accepted (%s)" % reason)
+            self._offline(reason)
 
     def _close(self):
         was_up = self.connected
@@ -490,6 +558,8 @@ class Connection:
                 fn()
 
     def _failure(self, reason):
+        """A failure pointing at the certificate: counted for interface.md
+        section 2 (rotate `preferred` and exit after MAX_FAILURES in a row)."""
         self.failures += 1
         log.error("%s (failure %d in a row)", reason, self.failures)
         for fn in self._errors:
@@ -500,7 +570,19 @@ class Connection:
                 log.error("rotated preferred certificate from %s to %s", self._cert_id, rotated)
             self._give_up(ConnectionFailed("%d connection failures in a row" % self.failures))
             return
-        delay = backoff_delay(self.failures)
+        self._retry()
+
+    def _offline(self, reason):
+        """A failure of the network's (or the broker's) making: waited out for
+        as long as it lasts; nothing is counted, rotated or given up."""
+        log.warning("%s (offline; attempt %d in a row)", reason, self.attempts + 1)
+        for fn in self._errors:
+            fn(reason)
+        self._retry()
+
+    def _retry(self):
+        self.attempts += 1
+        delay = backoff_delay(self.attempts, cap=self._backoff_cap)
         log.info("reconnecting in %.1fs", delay)
         self._loop.call_later(delay, self._attempt)
 

@@ -1,17 +1,20 @@
 """The connection: TLS, certificates, will, signals, reconnects, supervisor policy."""
 
+import json
 import os
 import random
 import re
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections import deque
 
-from process import make_certstore
+from process import drop_action, make_certstore, wait_until
 
+from emulator.broker import Broker, free_port
 from lib.certstore import Endpoint
 from lib.connection import (
     BACKOFF_CAP,
@@ -89,6 +92,139 @@ def test_untrusted_certificate_rotates_preferred_and_exits(daemon_factory, tmp_p
     d.wait_log("connected to")
 
 
+# The cap lowered for the tests that wait out more attempts than the old
+# limit of 6: the backoff still grows and jitters, just not to minutes.
+FAST_BACKOFF = {"CHARIOTD_BACKOFF_CAP": "2"}
+
+
+def _two_certificates(tmp_path, pki, endpoint):
+    certs = [(name,) + pki.issue("device-1") for name in ("first", "second")]
+    store = make_certstore(str(tmp_path / "store"), endpoint, certs)
+    os.symlink("first", os.path.join(store, "preferred"))
+    return store
+
+
+def _attempts(d, what):
+    return len(re.findall(r"cannot connect to .*%s.* \(offline; attempt \d+ in a row\)" % what,
+                          d.log()))
+
+
+def test_offline_is_waited_out_without_rotating_or_reindexing(daemon_factory, tmp_path, pki):
+    port = free_port()  # nothing listens there: connection refused
+    store = _two_certificates(tmp_path, pki, "localhost:%d" % port)
+    spool = str(tmp_path / "spool")
+    for i in range(2000):
+        drop_action(spool, "m%04d" % i, json.dumps({"topic": "offline/%d" % i, "payload": i}))
+    status = str(tmp_path / "status.json")
+    d = daemon_factory("--messages=" + spool, "--status-file=" + status, certstore=store,
+                       env=FAST_BACKOFF)
+    wait_until(lambda: _attempts(d, "Connection refused") >= 9, timeout=60,
+               what="9 refused attempts")
+    assert d.proc.poll() is None
+    assert os.readlink(os.path.join(store, "preferred")) == "first"
+    assert not re.search(r"failure \d+ in a row|rotated", d.log())
+    # The spool was indexed once, at start: attempts do not touch it.
+    assert d.log().count("2000 message(s) waiting") == 1
+    doc = wait_until(lambda: _status(status, "Connection refused"), what="the status file")
+    assert doc["connection"]["connected"] is False
+    assert doc["connection"]["failures_in_a_row"] == 0
+    # The network comes back: the same process connects and sends the backlog.
+    up = Broker(str(tmp_path / "back"), pki.ca_cert, *pki.server, tls_port=port).start()
+    try:
+        d.wait_log(r"connected to localhost:%d" % port, timeout=30)
+        wait_until(lambda: not os.listdir(os.path.join(spool, "new")), timeout=60,
+                   what="the backlog sent")
+    finally:
+        up.stop()
+    assert d.proc.poll() is None
+
+
+def _status(path, error):
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    last = doc["connection"]["last_error"]
+    return doc if last and error in last["error"] else None
+
+
+def test_a_name_that_does_not_resolve_is_waited_out(daemon_factory, tmp_path, pki):
+    store = _two_certificates(tmp_path, pki, "nowhere.invalid:8883")
+    d = daemon_factory(certstore=store, env=FAST_BACKOFF)
+    wait_until(lambda: _attempts(d, "nowhere.invalid") >= 8, timeout=60,
+               what="8 unresolved attempts")
+    assert d.proc.poll() is None
+    assert os.readlink(os.path.join(store, "preferred")) == "first"
+    assert "in a row)" in d.log() and not re.search(r"failure \d+ in a row", d.log())
+    assert d.stop() == 0
+
+
+def test_a_reset_before_tls_completes_is_waited_out(daemon_factory, tmp_path, pki):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def hang_up():  # accept and close at once, before any TLS
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        store = _two_certificates(tmp_path, pki, "localhost:%d" % listener.getsockname()[1])
+        d = daemon_factory(certstore=store, env=FAST_BACKOFF)
+        wait_until(lambda: _attempts(d, "") >= 8, timeout=60, what="8 attempts")
+        assert d.proc.poll() is None
+        assert os.readlink(os.path.join(store, "preferred")) == "first"
+        assert not re.search(r"failure \d+ in a row", d.log())
+        assert d.stop() == 0
+    finally:
+        listener.close()
+
+
+def test_unreachable_network_is_waited_out(daemon_factory, tmp_path, pki):
+    # A network namespace of our own with nothing but lo: no route anywhere.
+    ns = "cdo-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        store = _two_certificates(tmp_path, pki, "192.0.2.1:8883")
+        d = daemon_factory(certstore=store, env=FAST_BACKOFF, start=False)
+        d.command_prefix = ("ip", "netns", "exec", ns)
+        d.start()
+        wait_until(lambda: _attempts(d, "Network is unreachable") >= 8, timeout=60,
+                   what="8 unreachable attempts")
+        assert d.proc.poll() is None
+        assert os.readlink(os.path.join(store, "preferred")) == "first"
+        assert d.stop() == 0
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def test_connack_not_authorised_rotates_preferred_and_exits(daemon_factory, tmp_path, pki):
+    refusing = Broker(str(tmp_path / "refusing"), pki.ca_cert, *pki.server)
+    with open(refusing.conf) as f:
+        conf = f.read()
+    # No user name from the certificate and no anonymous clients: CONNACK 5.
+    with open(refusing.conf, "w") as f:
+        f.write(conf.replace("allow_anonymous true", "allow_anonymous false")
+                .replace("use_identity_as_username true\n", ""))
+    refusing.start()
+    try:
+        store = _two_certificates(tmp_path, pki, "localhost:%d" % refusing.tls_port)
+        d = daemon_factory(certstore=store, env=FAST_BACKOFF)
+        assert d.wait_exit(timeout=60) != 0
+    finally:
+        refusing.stop()
+    assert os.readlink(os.path.join(store, "preferred")) == "second"
+    assert len(re.findall(r"connection refused: .*[Nn]ot authori[sz]ed.* \(failure \d in a row\)",
+                          d.log())) == 6
+
+
 def test_no_certificate_waits_then_exits_nonzero(daemon_factory, tmp_path, broker):
     store = make_certstore(str(tmp_path / "empty"), "localhost:%d" % broker.tls_port, [])
     started = time.monotonic()
@@ -155,6 +291,11 @@ def test_backoff_is_full_jitter_within_bounds():
         if ceiling >= 8:
             # Full jitter: spread over the whole range, not bunched at the top.
             assert min(samples) < ceiling * 0.2 and max(samples) > ceiling * 0.8
+
+
+def test_backoff_stays_at_the_cap_after_days_offline():
+    rng = random.Random(3)
+    assert all(BACKOFF_FLOOR <= backoff_delay(n, rng) <= BACKOFF_CAP for n in (40, 1100, 10**6))
 
 
 def _packet(command, mid, qos, data, pos=0):
