@@ -28,7 +28,7 @@ import stat
 import time
 import zlib
 
-from . import awslimits, children
+from . import awslimits, children, shadowdoc
 from .actiondir import ActionDir, LinkedFile
 from .publisher import REFUSAL_STRIKES
 from .spoolindex import SpoolIndex
@@ -271,7 +271,7 @@ class Spool:
                 self._generate(sending, doc)
                 return
             if self._settings.letterhead_file:
-                doc = _merge(_letterhead_file(self._settings.letterhead_file), doc)
+                doc = _over_letterhead(_letterhead_file(self._settings.letterhead_file), doc)
             self._publish(sending, doc)
         except BadMessage as e:
             self._fail(name, str(e))
@@ -290,8 +290,8 @@ class Spool:
         try:
             if not result.ok:
                 raise BadMessage("letterhead generator %s" % result.describe())
-            self._publish(sending, _merge(_letterhead(result.stdout, "letterhead generator"),
-                                          doc))
+            self._publish(sending, _over_letterhead(
+                _letterhead(result.stdout, "letterhead generator"), doc))
         except BadMessage as e:
             self._fail(sending.name, str(e))
             self._pump()
@@ -515,11 +515,7 @@ def _letterhead(data, what):
     return letterhead
 
 
-def _merge(base, over):
-    """over deep-merged onto base: objects merge key by key, anything else replaces."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            value = _merge(merged[key], value)
-        merged[key] = value
-    return merged
+def _over_letterhead(letterhead, doc):
+    """doc deep-merged onto its letterhead: objects merge key by key, anything
+    else replaces (a null too: a message deletes nothing of its letterhead)."""
+    return shadowdoc.deep_merge(letterhead, doc, share=True)

@@ -32,17 +32,7 @@ def merge(config, change, empty_array_deletes=False):
     means "no config" and gives None.  An object merged into a non-object
     config starts from ``{}``.  Objects emptied by deletions stay as ``{}``.
     """
-    if not isinstance(change, dict):
-        return None if is_delete(change, empty_array_deletes) else copy(change)
-    result = copy(config) if isinstance(config, dict) else {}
-    for key, value in change.items():
-        if is_delete(value, empty_array_deletes):
-            result.pop(key, None)
-        elif isinstance(value, dict):
-            result[key] = merge(result.get(key), value, empty_array_deletes)
-        else:
-            result[key] = copy(value)
-    return result
+    return deep_merge(config, change, lambda value: is_delete(value, empty_array_deletes))
 
 
 def apply(doc, update):
@@ -52,17 +42,45 @@ def apply(doc, update):
     convention, not an AWS one), objects merge, anything else replaces.
     Useful to keep a local copy of ``reported`` in step with what was sent.
     """
-    if not isinstance(update, dict):
-        return copy(update)
-    result = copy(doc) if isinstance(doc, dict) else {}
-    for key, value in update.items():
-        if value is None:
+    return deep_merge(doc, update, _is_none)
+
+
+def deep_merge(base, change, deletes=None, share=False):
+    """The one deep merge: ``base`` with ``change`` merged into it.
+
+    In objects a value for which ``deletes(value)`` is true removes the key,
+    objects merge recursively, anything else replaces.  A change that is not
+    an object replaces ``base`` whole, or gives None when it deletes.  An
+    object merged into a non-object starts from ``{}``.  Without ``deletes``
+    nothing deletes.  The result is new; its values are copies, or with
+    ``share`` the change's own values (for a caller done with ``change``).
+    """
+    deletes = deletes or _never
+    take = _same if share else copy
+    if not isinstance(change, dict):
+        return None if deletes(change) else take(change)
+    result = dict(base) if share and isinstance(base, dict) else \
+        copy(base) if isinstance(base, dict) else {}
+    for key, value in change.items():
+        if deletes(value):
             result.pop(key, None)
         elif isinstance(value, dict):
-            result[key] = apply(result.get(key), value)
+            result[key] = deep_merge(result.get(key), value, deletes, share)
         else:
-            result[key] = copy(value)
+            result[key] = take(value)
     return result
+
+
+def _is_none(value):
+    return value is None
+
+
+def _never(_value):
+    return False
+
+
+def _same(value):
+    return value
 
 
 def diff(old, new):
