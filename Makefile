@@ -107,9 +107,10 @@ fuzz: $(VENV)/.stamp
 demo: tools $(VENV)/.stamp
 	$(PY) examples/demo.py
 
+# One report: every figure beside a bare paho client and paho reading,
+# parsing and deleting the files, in the same run (BENCH_ARGS=--quick: fewer rounds).
 bench: tools $(VENV)/.stamp
-	$(PY) tests/bench/bench_messages.py
-	$(PY) tests/bench/bench_idle.py
+	$(PY) tests/bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV1) .node .pytest_cache .ruff_cache .hypothesis
