@@ -27,6 +27,8 @@ import heapq
 import sys
 from array import array
 
+from . import messageorder
+
 WINDOW = 4096  # messages of each kind held in memory, in send order
 FOLD_AT = 4096  # pending changes before they are folded into the arrays
 
@@ -139,15 +141,6 @@ class PriorityTable:
         return i if i < len(self._digests) and self._digests[i] == digest else None
 
 
-# Sort keys of the unprioritised backlog; reverse-lexical is lexical taken from the far end.
-_ORDER_KEYS = {
-    "lexical": lambda name, mtime_ns: name,
-    "reverse-lexical": lambda name, mtime_ns: name,
-    "oldest-first": lambda name, mtime_ns: (mtime_ns, name),
-    "newest-first": lambda name, mtime_ns: (-mtime_ns, name),
-}
-
-
 class Window:
     """The first `size` of a set of messages in key order, as (key, name) in a
     sorted list; when more of the set wait, only the fact (`complete` is False).
@@ -162,6 +155,7 @@ class Window:
         self._reverse = reverse
         self._items = []  # (key, name), ascending by key
         self.complete = True
+        self._horizon = None  # during a refill, once trimmed: the window's far end
 
     def __len__(self):
         return len(self._items)
@@ -197,8 +191,11 @@ class Window:
     def offer(self, key, name):
         """During a refill: a message of the set, found on disk."""
         item = (key, name)
-        # Beyond the horizon first: it is the cheaper test, and most fail it.
-        if not self.complete and self._beyond(item):
+        # Beyond the far end of an earlier trim of this refill first: the
+        # cheaper test, and most fail it. (Not _beyond: what was offered since
+        # that trim is unsorted, so _items' ends are not the far end.)
+        if not self.complete and (item < self._horizon if self._reverse
+                                  else item > self._horizon):
             return
         self._items.append(item)
         if len(self._items) >= 2 * self._size:
@@ -208,6 +205,8 @@ class Window:
         self._items.sort()
         while len(self._items) > self._size:
             self._drop_far_end()
+        if not self.complete:
+            self._horizon = self._items[0] if self._reverse else self._items[-1]
 
     def _beyond(self, item):
         return item < self._items[0] if self._reverse else item > self._items[-1]
@@ -229,9 +228,11 @@ class SpoolIndex:
 
     def __init__(self, order, window=WINDOW):
         self.known = NameSet()  # every name added and not finished or forgotten
-        self.by_mtime = order in ("oldest-first", "newest-first")
-        self._key = _ORDER_KEYS[order]
-        self.backlog = Window(window, reverse=order == "reverse-lexical")
+        if order not in messageorder.ORDERS:
+            raise ValueError("unknown order %r" % (order,))
+        self.by_mtime = messageorder.uses_mtime(order)
+        self._order = order
+        self.backlog = Window(window, reverse=messageorder.from_far_end(order))
         self._prioritised = PriorityTable()  # the waiting prioritised messages
         self._urgent = Window(window)  # the first of them, keyed (priority, mtime_ns, name)
         self._slots = {}  # slot -> (mtime_ns, name) of its newest message, waiting or taken
@@ -251,20 +252,20 @@ class SpoolIndex:
         self.known.add(name)
         if slot is not None:
             holder = self._slots.get(slot)
-            if holder is not None and holder > (mtime_ns, name):
+            if holder is not None and holder > messageorder.slot_key(mtime_ns, name):
                 priority = slot = None  # an older message of the slot: backlog
             else:
                 if holder is not None:
                     self._demote(holder[1])
-                self._slots[slot] = (mtime_ns, name)
+                self._slots[slot] = messageorder.slot_key(mtime_ns, name)
                 self._slot_of[name] = slot
                 if priority is None:
-                    priority = 1
+                    priority = messageorder.SLOT_PRIORITY
         if priority is None:
             self.backlog.add(self._key(name, mtime_ns), name)
             return
         self._prioritised.set(name, priority, mtime_ns)
-        self._urgent.add((priority, mtime_ns, name), name)
+        self._urgent.add(messageorder.priority_key(priority, mtime_ns, name), name)
 
     def take(self):
         """(name, was_prioritised) of the next message to send, or None."""
@@ -308,11 +309,14 @@ class SpoolIndex:
             entry = self._prioritised.get(name)
             if entry is not None:
                 if urgent:
-                    self._urgent.offer(entry + (name,), name)
+                    self._urgent.offer(messageorder.priority_key(entry[0], entry[1], name), name)
             elif backlog and name in self.known:
                 self.backlog.offer(self._key(name, mtime_ns), name)
         for window in windows:
             window.end_refill()
+
+    def _key(self, name, mtime_ns):
+        return messageorder.backlog_key(self._order, name, mtime_ns)
 
     def _release_slot(self, name):
         """name is done with: if it holds a slot (still its newest), free the slot."""

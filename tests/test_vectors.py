@@ -17,7 +17,7 @@ VECTORS = os.path.join(ROOT, "tests", "vectors")
 # The MicroPython-safe modules (the README lists them) and what they may import.
 PURE = ["lib/awslimits.py", "lib/formats/__init__.py", "lib/formats/json_format.py",
         "lib/formats/plaintext.py", "lib/formats/shell.py", "lib/formats/shellnames.py",
-        "lib/jsliteral.py", "lib/shadowdoc.py"]
+        "lib/jsliteral.py", "lib/messageorder.py", "lib/shadowdoc.py"]
 PURE_IMPORTS = {"json"}
 
 CASES = [(name, i, case) for name in check.FILES

@@ -1,6 +1,7 @@
 """Runs the shared test vectors of the pure helpers, under CPython or MicroPython.
 
-Each file here (formats.json, shadowdoc.json, jsliteral.json, awslimits.json) is a list of
+Each file here (formats.json, shadowdoc.json, jsliteral.json, awslimits.json,
+messageorder.json) is a list of
 cases: {"call": "module.function", "args": [...], then either "returns":
 value or "raises": exception class name with "message", the start of the
 exception's text}. Arguments and results are JSON values; results compare
@@ -17,16 +18,16 @@ It knows nothing of the helpers beyond their names (MODULES below).
 import json
 import sys
 
-FILES = ("formats", "shadowdoc", "jsliteral", "awslimits")
+FILES = ("formats", "shadowdoc", "jsliteral", "awslimits", "messageorder")
 
 
 def modules():
     """name in a vector's "call" -> the module, imported from the source tree."""
-    from lib import awslimits, formats, jsliteral, shadowdoc
+    from lib import awslimits, formats, jsliteral, messageorder, shadowdoc
     from lib.formats import shell, shellnames
 
     return {"formats": formats, "shell": shell, "shellnames": shellnames, "shadowdoc": shadowdoc,
-            "jsliteral": jsliteral, "awslimits": awslimits}
+            "jsliteral": jsliteral, "awslimits": awslimits, "messageorder": messageorder}
 
 
 def load(directory, name):
