@@ -16,15 +16,8 @@ from process import drop_action, make_certstore, wait_until
 
 from emulator.broker import Broker, free_port
 from lib.certstore import Endpoint
-from lib.connection import (
-    BACKOFF_CAP,
-    BACKOFF_FLOOR,
-    JOIN_LIMIT,
-    backoff_delay,
-    join_packets,
-    tls_context,
-)
-from lib.mqttlib import mqtt
+from lib.connection import BACKOFF_CAP, BACKOFF_FLOOR, backoff_delay, tls_context
+from lib.mqttlib import JOIN_LIMIT, join_packets, mqtt
 
 
 def test_connects_stays_up_and_exits_0_on_sigterm(daemon_factory, certstore, observer, broker):
