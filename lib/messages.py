@@ -2,57 +2,48 @@
 
 Each directory is a `Spool`: a file renamed into `new/` is read once when
 found (for its priority, slot and mtime; see lib/spoolindex.py for the
-order), read again when its turn comes (unless that is at once), laid over
-its letterhead, checked against AWS IoT Core's limits and handed to the
-shared publisher. At most `concurrency` messages per directory are in
-flight, and none is started while the connection is down. A file is
-deleted only once the publisher reports it done (PUBACK for QoS 1, written
-to the socket for QoS 0), so a crash, kill -9 or lost connection means it
-is sent again (at least once). A bad file goes to `failed/` with a
-one-line log saying why, and so does one the endpoint refused by closing
-the connection each time it was sent alone (the publisher finds it); the
-rest carry on. A file with more than one hard link is not read: only its
-name in new/ is removed. If every slot stays busy with no acknowledgement
-for the jam timeout the daemon exits for a clean restart.
-
+order), read again when its turn comes (unless that is at once), given its
+letterhead, made into what to publish (lib/messagedoc.py: the pure part,
+AWS's limits included) and handed to the shared publisher. At most
+`concurrency` messages per directory are in flight, none while the
+connection is down. A file is deleted only once the publisher reports it
+done (PUBACK for QoS 1, written to the socket for QoS 0), so a crash, kill -9
+or lost connection means it is sent again (at least once). A bad file goes
+to `failed/` with a one-line log saying why, and so does one the endpoint
+refused by closing the connection each time it was sent alone (the
+publisher finds it); the rest carry on. A file with more than one hard link
+is not read: only its name in new/ is removed. If every slot stays busy with
+no acknowledgement for the jam timeout the daemon exits for a clean restart.
 This module does not pace publishes or re-send after a reconnect (the
 publisher does), and keeps no per-file state beyond the index.
 """
 
+import collections
 import functools
-import json
 import logging
-import math
 import os
 import stat
 import time
-import zlib
 
-from . import awslimits, children, shadowdoc
+from . import letterheads, messagedoc
 from .actiondir import ActionDir, LinkedFile
+from .messagedoc import FILE_LIMIT, BadMessage
 from .publisher import REFUSAL_STRIKES
 from .spoolindex import SpoolIndex
 
 log = logging.getLogger("chariotd")
 
-FILE_LIMIT = 1024 * 1024  # a message file bigger than this is refused unread
-GENERATOR_TIMEOUT = 5
 RESCAN_SHARE = 0.1  # most of the time that looking at all of new/ again may take
-COMPRESSORS = {
-    "gzip": lambda data: _compress(data, 31),  # wbits 16+15: gzip header and trailer
-    "deflate": lambda data: _compress(data, 15),  # zlib stream
-}
+
+# The file a message was read from, to tell whether new/NAME is another one now.
+Identity = collections.namedtuple("Identity", "ino dev mtime_ns")
 
 
-# What json.dumps(payload, separators=(",", ":"), ensure_ascii=False,
-# allow_nan=False) would build on every call. NaN, Infinity and numbers
-# beyond a double (1e400 reads as infinity) are not JSON: refused.
-_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
-                                    allow_nan=False)
+def _identity(st):
+    return Identity(st.st_ino, st.st_dev, st.st_mtime_ns)
 
-
-class BadMessage(Exception):
-    """A message that cannot be sent; the text says why, for the log line."""
+# A message file read: its name, JSON object and lstat.
+Loaded = collections.namedtuple("Loaded", "name doc stat")
 
 
 class LinkedMessage(Exception):
@@ -85,10 +76,10 @@ class Sending:
 
     def __init__(self, name, identity, was_prioritised):
         self.name = name
-        self.identity = identity  # (st_ino, st_dev, st_mtime_ns) of the file read
+        self.identity = identity  # Identity of the file read
         self.was_prioritised = was_prioritised
         self.attempt = 0
-        self.message = None  # (topic, payload, qos) once built
+        self.message = None  # messagedoc.Message once built
 
 
 class Spool:
@@ -146,7 +137,7 @@ class Spool:
                     self._index.forget(name)  # replaced while waiting: classify it anew
                 loaded = self._discover(name)
                 if loaded is not None:
-                    just_read = (name, loaded)
+                    just_read = loaded
         # A file that arrives while the spool keeps up goes out in this turn: read once.
         self._pump(just_read)
 
@@ -177,15 +168,15 @@ class Spool:
 
     def _discover(self, name):
         """Read a new file for its place in the order (failed/ if it is bad); return
-        what was read, (doc, stat), or None."""
+        the Loaded file, or None."""
         try:
             st = self._adir.lstat(name)
             if not stat.S_ISREG(st.st_mode):
                 raise BadMessage("not a regular file")  # so it is never opened
             if st.st_nlink > 1:
                 raise LinkedMessage("%d hard links" % st.st_nlink)  # nor this one
-            doc, st = self._load(name)
-            priority, slot = _priority_of(doc)
+            loaded = self._load(name)
+            priority, slot = messagedoc.priority_of(loaded.doc)
         except FileNotFoundError:
             return None
         except BadMessage as e:
@@ -194,8 +185,8 @@ class Spool:
         except LinkedMessage as e:
             self._unlink(name, str(e))
             return None
-        self._index.add(name, st.st_mtime_ns, priority, slot)
-        return doc, st
+        self._index.add(name, loaded.stat.st_mtime_ns, priority, slot)
+        return loaded
 
     def _listing(self):
         """(name, mtime_ns) of every entry of new/; mtime only when the order needs it."""
@@ -215,7 +206,7 @@ class Spool:
         return os.path.join(self._adir.new, name)
 
     def _load(self, name):
-        """(the file's JSON object, its stat); BadMessage when it cannot be one."""
+        """The Loaded file; BadMessage when it holds no JSON object."""
         try:
             data, st = self._adir.read_with_stat(name, FILE_LIMIT, max_links=1)
         except FileNotFoundError:
@@ -224,19 +215,13 @@ class Spool:
             raise LinkedMessage(str(e)) from None
         except OSError as e:
             raise BadMessage(e.strerror or str(e)) from None
-        try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError) as e:
-            raise BadMessage("not JSON (%s)" % e) from None
-        if not isinstance(doc, dict):
-            raise BadMessage("not a JSON object")
-        return doc, st
+        return Loaded(name, messagedoc.parse(data), st)
 
     # -- sending --------------------------------------------------------------
 
     def _pump(self, just_read=None):
-        """Send while slots are free; just_read is (name, (doc, stat)) of a file
-        read in this turn of the loop, so not to be read again."""
+        """Send while slots are free; just_read is the Loaded file read in this
+        turn of the loop, so not to be read again."""
         self._status_changed()  # a pump follows every change of the counts
         if self._stopped or not self._connection.connected:
             return
@@ -247,13 +232,13 @@ class Spool:
             if taken is None:
                 break
             name, was_prioritised = taken
-            loaded = just_read[1] if just_read and just_read[0] == name else None
+            loaded = just_read if just_read and just_read.name == name else None
             self._send(name, was_prioritised, loaded)
         self._watch_jam()
 
     def _send(self, name, was_prioritised, loaded=None):
         try:
-            doc, st = loaded or self._load(name)
+            loaded = loaded or self._load(name)
         except FileNotFoundError:
             self._index.finished(name)  # someone else removed it
             return
@@ -264,109 +249,53 @@ class Spool:
             self._index.finished(name)
             self._unlink(name, str(e))
             return
-        sending = Sending(name, (st.st_ino, st.st_dev, st.st_mtime_ns), was_prioritised)
+        sending = Sending(name, _identity(loaded.stat), was_prioritised)
         self._sending[name] = sending
+        doc = loaded.doc
         try:
             if self._settings.letterhead_generator:
                 self._generate(sending, doc)
                 return
             if self._settings.letterhead_file:
-                doc = _over_letterhead(_letterhead_file(self._settings.letterhead_file), doc)
+                doc = messagedoc.over_letterhead(
+                    letterheads.read_file(self._settings.letterhead_file), doc)
             self._publish(sending, doc)
         except BadMessage as e:
             self._fail(name, str(e))
 
     def _generate(self, sending, doc):
-        try:
-            children.run(self._loop, self._settings.letterhead_generator,
-                         functools.partial(self._generated, sending, doc),
-                         timeout=GENERATOR_TIMEOUT, env=self._generator_env(sending, doc))
-        except ValueError as e:  # a topic or slot the environment cannot carry
-            raise BadMessage("letterhead generator: %s" % e) from None
+        settings = self._settings
+        variables = messagedoc.generator_env(
+            doc, settings.topic_prefix, settings.topic_suffix,
+            os.path.abspath(self._path(sending.name)), sending.identity.mtime_ns,
+            sending.was_prioritised)
+        letterheads.generate(self._loop, settings.letterhead_generator, variables,
+                             functools.partial(self._generated, sending, doc))
 
-    def _generated(self, sending, doc, result):
+    def _generated(self, sending, doc, head, error):
         if self._stopped or self._sending.get(sending.name) is not sending:
             return
         try:
-            if not result.ok:
-                raise BadMessage("letterhead generator %s" % result.describe())
-            self._publish(sending, _over_letterhead(
-                _letterhead(result.stdout, "letterhead generator"), doc))
+            if error is not None:
+                raise error
+            self._publish(sending, messagedoc.over_letterhead(head, doc))
         except BadMessage as e:
             self._fail(sending.name, str(e))
             self._pump()
 
-    def _generator_env(self, sending, doc):
-        mtime_ns = sending.identity[2]
-        topic = doc.get("topic")
-        priority = doc.get("priority")
-        slot = doc.get("priority_slot")
-        if priority is None and slot is not None:
-            priority = 1
-        env = dict(os.environ,
-                   MESSAGE_TOPIC=self._full_topic(topic) if isinstance(topic, str) else "",
-                   MESSAGE_FILENAME=os.path.abspath(self._path(sending.name)),
-                   MESSAGE_TIMESTAMP="%d.%06d" % divmod(mtime_ns, 1000000),
-                   MESSAGE_TIMESTAMP_S=str(mtime_ns // 1000000000),
-                   MESSAGE_PRIORITY="" if priority is None else json.dumps(priority),
-                   MESSAGE_WAS_PRIORITISED="1" if sending.was_prioritised else "")
-        if slot is not None:
-            env["MESSAGE_PRIORITY_SLOT"] = str(slot)
-        return env
-
     def _publish(self, sending, doc):
-        topic = doc.get("topic")
-        if topic is None:
-            raise BadMessage("missing topic")
-        if not isinstance(topic, str):
-            raise BadMessage("topic is not a string")
-        topic = self._full_topic(topic)
-        problem = topic_problem(topic)
-        if problem:
-            raise BadMessage("topic %r: %s" % (topic[:300], problem))
-        qos = doc.get("qos", 1)
-        if isinstance(qos, bool) or qos not in (0, 1):
-            raise BadMessage("qos %s is not 0 or 1" % json.dumps(qos)[:50])
-        payload = self._payload(sending.name, doc)
-        sending.message = (topic, payload, int(qos))
-        self._hand_over(sending)
-
-    def _full_topic(self, topic):
-        return self._settings.topic_prefix + topic + self._settings.topic_suffix
-
-    def _payload(self, name, doc):
-        payload = doc.get("payload")
-        if payload is None:
-            raise BadMessage("missing payload")
-        try:
-            if isinstance(payload, str):
-                data = payload.encode("utf-8")
-            else:
-                data = _PAYLOAD_ENCODER.encode(payload).encode()
-        except UnicodeEncodeError:
-            raise BadMessage("payload is not valid UTF-8 text") from None
-        except RecursionError:
-            raise BadMessage("payload is nested too deeply") from None
-        except ValueError:  # allow_nan=False
-            raise BadMessage("payload holds NaN, Infinity or a number beyond a double "
-                             "(such as 1e400), which JSON cannot carry") from None
-        method = doc.get("compress")
-        compress = COMPRESSORS.get(method) if isinstance(method, str) else None
-        if compress is not None:
-            data = compress(data)
-        elif method is not None:
+        settings = self._settings
+        sending.message = messagedoc.build(doc, settings.topic_prefix, settings.topic_suffix)
+        method = messagedoc.unknown_compress(doc)
+        if method is not None:
             log.warning("%s: unknown compress %s; sending uncompressed",
-                        self._path(name), json.dumps(method)[:50])
-        if awslimits.payload_problem(len(data)):
-            raise BadMessage("payload is %d bytes%s, over AWS's %d byte limit"
-                             % (len(data), " compressed" if compress else "",
-                                awslimits.PAYLOAD_LIMIT))
-        return data
+                        self._path(sending.name), method)
+        self._hand_over(sending)
 
     def _hand_over(self, sending):
         sending.attempt += 1
-        topic, payload, qos = sending.message
-        self._publisher.publish(topic, payload, qos,
+        message = sending.message
+        self._publisher.publish(message.topic, message.payload, message.qos,
                                 functools.partial(self._done, sending, sending.attempt),
                                 functools.partial(self._refused, sending, sending.attempt))
 
@@ -379,12 +308,12 @@ class Spool:
             self._delete(sending)
         elif attempt <= self._settings.retries:
             log.warning("%s: publish to %s failed; retry %d of %d", self._path(sending.name),
-                        sending.message[0], attempt, self._settings.retries)
+                        sending.message.topic, attempt, self._settings.retries)
             self._hand_over(sending)
             return
         else:
             self._fail(sending.name, "publish to %s failed %d times"
-                       % (sending.message[0], attempt))
+                       % (sending.message.topic, attempt))
         self._pump()
 
     def _refused(self, sending, attempt):
@@ -393,7 +322,7 @@ class Spool:
             return
         self._progress = time.monotonic()
         self._fail(sending.name, "the endpoint closed the connection each of the %d times "
-                   "it was sent alone (topic %s)" % (REFUSAL_STRIKES, sending.message[0]))
+                   "it was sent alone (topic %s)" % (REFUSAL_STRIKES, sending.message.topic))
         self._pump()
 
     def _delete(self, sending):
@@ -429,7 +358,7 @@ class Spool:
             st = self._adir.lstat(sending.name)
         except FileNotFoundError:
             return False
-        return (st.st_ino, st.st_dev, st.st_mtime_ns) != sending.identity
+        return _identity(st) != sending.identity
 
     # -- connection and jams --------------------------------------------------
 
@@ -467,55 +396,3 @@ class Spool:
             self._jam_timer.cancel()
             self._jam_timer = None
 
-
-def _priority_of(doc):
-    priority = doc.get("priority")
-    slot = doc.get("priority_slot")
-    if priority is not None and (isinstance(priority, bool) or
-                                 not isinstance(priority, (int, float)) or
-                                 not _finite(priority)):
-        raise BadMessage("priority %s is not a number" % json.dumps(priority)[:50])
-    if slot is not None and not isinstance(slot, str):
-        raise BadMessage("priority_slot %s is not a string" % json.dumps(slot)[:50])
-    return priority, slot
-
-
-def _finite(number):
-    try:
-        return math.isfinite(number)
-    except OverflowError:  # an integer of hundreds of digits
-        return False
-
-
-# A spool's messages mostly share a few topics: check each once.
-topic_problem = functools.lru_cache(maxsize=256)(awslimits.topic_problem)
-
-
-def _compress(data, wbits):
-    compressor = zlib.compressobj(wbits=wbits)
-    return compressor.compress(data) + compressor.flush()
-
-
-def _letterhead_file(path):
-    try:
-        with open(path, "rb") as f:
-            data = f.read(FILE_LIMIT + 1)
-    except OSError as e:
-        raise BadMessage("letterhead %s: %s" % (path, e.strerror)) from None
-    return _letterhead(data, "letterhead " + path)
-
-
-def _letterhead(data, what):
-    try:
-        letterhead = json.loads(data)
-    except ValueError as e:
-        raise BadMessage("%s is not JSON (%s)" % (what, e)) from None
-    if not isinstance(letterhead, dict):
-        raise BadMessage("%s is not a JSON object" % what)
-    return letterhead
-
-
-def _over_letterhead(letterhead, doc):
-    """doc deep-merged onto its letterhead: objects merge key by key, anything
-    else replaces (a null too: a message deletes nothing of its letterhead)."""
-    return shadowdoc.deep_merge(letterhead, doc, share=True)
