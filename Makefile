@@ -98,7 +98,8 @@ micropython:
 	fi
 
 # The properties of tests/test_fuzz.py, 100,000 inputs each (make test runs
-# a few hundred); about half an hour on one core.
+# a few hundred); about an hour on one core (the message-file properties are
+# half of it: some payloads are near AWS's 128 KiB).
 FUZZ_EXAMPLES ?= 100000
 
 fuzz: $(VENV)/.stamp

@@ -65,9 +65,9 @@ def priority_of(doc):
     if priority is not None and (isinstance(priority, bool) or
                                  not isinstance(priority, (int, float)) or
                                  not _finite(priority)):
-        raise BadMessage("priority %s is not a number" % json.dumps(priority)[:50])
+        raise BadMessage("priority %s is not a number" % _shown(priority))
     if slot is not None and not isinstance(slot, str):
-        raise BadMessage("priority_slot %s is not a string" % json.dumps(slot)[:50])
+        raise BadMessage("priority_slot %s is not a string" % _shown(slot))
     return priority, slot
 
 
@@ -128,7 +128,7 @@ def build(doc, prefix="", suffix=""):
         raise BadMessage("topic %r: %s" % (topic[:300], problem))
     qos = doc.get("qos", 1)
     if isinstance(qos, bool) or qos not in (0, 1):
-        raise BadMessage("qos %s is not 0 or 1" % json.dumps(qos)[:50])
+        raise BadMessage("qos %s is not 0 or 1" % _shown(qos))
     return Message(topic, _payload(doc), int(qos))
 
 
@@ -138,7 +138,15 @@ def unknown_compress(doc):
     method = doc.get("compress")
     if method is None or isinstance(method, str) and method in COMPRESSORS:
         return None
-    return json.dumps(method)[:50]
+    return _shown(method)
+
+
+def _shown(value):
+    """value as JSON for a log line, cut at 50 characters."""
+    try:
+        return json.dumps(value)[:50]
+    except (ValueError, RecursionError):  # nested about as deep as json.loads goes
+        return "(a %s nested too deeply to show)" % type(value).__name__
 
 
 def _payload(doc):

@@ -1,5 +1,5 @@
-"""Properties of the parsers, the shadow-document helpers and the topic
-checks, fuzzed.
+"""Properties of the parsers, the shadow-document helpers, the topic
+checks and the message-file parser, fuzzed.
 
 `make test` runs each property for a few hundred inputs; `make fuzz` sets
 CHARIOTD_FUZZ_EXAMPLES=100000 and runs the same properties for that many.
@@ -10,11 +10,12 @@ round trips hold.
 import json
 import math
 import os
+import zlib
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib import awslimits, formats, jsliteral, shadowdoc
+from lib import awslimits, formats, jsliteral, messagedoc, shadowdoc
 from lib.formats import FormatError, shellnames
 from lib.jsliteral import LiteralError
 
@@ -183,3 +184,138 @@ def test_a_topic_found_fit_is_one_aws_takes(topic):
             assert len(topic.encode("utf-8")) <= awslimits.TOPIC_BYTES_LIMIT
     if awslimits.topic_problem(topic) is None:
         assert "+" not in topic and "#" not in topic
+
+
+# --- the message-file parser (lib/messagedoc.py) ---------------------------
+
+# Values a writer may put in a message file, NaN, Infinity and 1e400 included.
+odd_numbers = st.sampled_from([float("nan"), float("inf"), float("-inf"), 10**400, 2**64,
+                               -0.0, 1e308, 0.5])
+message_values = st.recursive(scalars | odd_numbers,
+                              lambda inner: st.lists(inner, max_size=4) | objects(inner, 4),
+                              max_leaves=12)
+# A payload near AWS's 128 KiB limit now and then, as text or inside an array.
+big_payloads = st.integers(130000, 132000).map(lambda n: "x" * n) | \
+    st.integers(130000, 132000).map(lambda n: ["\u00e9" * (n // 2)])
+# Mostly well-typed members, so that many documents get as far as building.
+message_members = {
+    "topic": topic_texts | topic_texts | st.sampled_from(["a/b", "$aws/rules/r/x",
+                                                          "$aws/things/t/shadow/get"])
+    | message_values,
+    "payload": message_values | message_values | big_payloads,
+    "qos": st.sampled_from([0, 1, 0, 1, 2, -1, True, False, 1.0, 0.0, "1", None]) | message_values,
+    "compress": st.sampled_from(["gzip", "deflate", "lzma", "GZIP", None, 1, [], {}]),
+    "priority": st.integers(-9, 9) | st.floats() | st.integers() | message_values,
+    "priority_slot": st.text(max_size=6) | st.text(max_size=6) | message_values,
+}
+
+
+@st.composite
+def message_docs(draw):
+    doc = {}
+    for key, values in message_members.items():
+        # topic and payload are there nine times in ten, the others half the time
+        if draw(st.integers(0, 9)) < (9 if key in ("topic", "payload") else 5):
+            doc[key] = draw(values)
+    if draw(st.booleans()):
+        doc.update(draw(objects(message_values, 2)))  # members of a letterhead's or a typo
+    return doc
+
+
+# The bytes of a message file: a document's JSON as written (perhaps with a
+# BOM, cut short, with a byte changed or a key given twice), or anything.
+EDITS = ["none"] * 5 + ["bom", "cut", "byte", "duplicate"]
+
+
+@st.composite
+def message_files(draw):
+    doc = draw(message_docs())
+    data = json.dumps(doc, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    edit = draw(st.sampled_from(EDITS))
+    if edit == "bom":
+        data = b"\xef\xbb\xbf" + data
+    elif edit == "cut" and data:
+        data = data[:draw(st.integers(0, len(data) - 1))]
+    elif edit == "byte" and data:
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1:]
+    elif edit == "duplicate" and data.startswith(b"{") and len(data) > 2:
+        data = b'{"topic": "dup/first", ' + data[1:]
+    return data
+
+
+def _parse_and_build(data, prefix="", suffix="", head=None):
+    """What the spool does with a file's bytes: only BadMessage may escape."""
+    try:
+        doc = messagedoc.parse(data)
+        messagedoc.priority_of(doc)
+        if head is not None:
+            doc = messagedoc.over_letterhead(head, doc)
+        return doc, messagedoc.build(doc, prefix, suffix)
+    except messagedoc.BadMessage as e:
+        assert str(e)
+        return None, None
+
+
+def _not_json_constant(name):
+    raise AssertionError("published payload holds %s" % name)
+
+
+def _assert_publishable(doc, message, prefix, suffix):
+    """What parses is publishable within AWS's limits, and is what the file said."""
+    assert isinstance(message, messagedoc.Message)
+    assert message.topic == prefix + doc["topic"] + suffix
+    assert awslimits.topic_problem(message.topic) is None
+    message.topic.encode("utf-8")  # no lone surrogates
+    assert isinstance(message.payload, bytes)
+    assert len(message.payload) <= awslimits.PAYLOAD_LIMIT
+    assert type(message.qos) is int and message.qos in (0, 1)
+    data = message.payload
+    if doc.get("compress") in ("gzip", "deflate"):
+        data = zlib.decompress(data, 31 if doc["compress"] == "gzip" else 15)
+    if isinstance(doc["payload"], str):
+        assert data == doc["payload"].encode("utf-8")
+    else:
+        sent = json.loads(data, parse_constant=_not_json_constant)
+        assert shadowdoc.equal(sent, doc["payload"])
+
+
+@fuzz
+@given(st.binary(max_size=200) | message_files())
+def test_a_message_file_is_refused_with_a_reason_or_publishable(data):
+    doc, message = _parse_and_build(data)
+    if message is not None:
+        _assert_publishable(doc, message, "", "")
+
+
+@fuzz
+@given(message_docs(), topic_texts, topic_texts)
+def test_a_message_with_prefix_and_suffix_is_refused_or_publishable(doc, prefix, suffix):
+    data = json.dumps(doc).encode("utf-8", "surrogatepass")
+    doc, message = _parse_and_build(data, prefix, suffix)
+    if message is not None:
+        _assert_publishable(doc, message, prefix, suffix)
+
+
+@fuzz
+@given(st.binary(max_size=100) | message_files(), message_files())
+def test_a_message_over_any_letterhead_is_refused_or_publishable(head_data, data):
+    try:
+        head = messagedoc.letterhead(head_data, "letterhead")
+    except messagedoc.BadMessage:
+        return
+    doc, message = _parse_and_build(data, head=head)
+    if message is not None:
+        _assert_publishable(doc, message, "", "")
+
+
+@fuzz
+@given(message_docs(), st.integers(0, 2**63), st.booleans())
+def test_the_generator_variables_are_strings(doc, mtime_ns, was_prioritised):
+    try:
+        messagedoc.priority_of(doc)
+    except messagedoc.BadMessage:
+        return
+    env = messagedoc.generator_env(doc, "p/", "/s", "/spool/new/m", mtime_ns, was_prioritised)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+    assert env["MESSAGE_TIMESTAMP_S"] == str(mtime_ns // 10**9)
