@@ -14,7 +14,7 @@ APT_PACKAGES := mosquitto busybox dash bash openssl runsv:runit shellcheck node:
 # The tests that exercise paho directly, run again against paho-mqtt 1.6.
 PAHO1_TESTS := tests/test_connection.py tests/test_messages.py tests/test_messages_delivery.py tests/test_subscriptions.py
 
-.PHONY: all test test-paho1 lint demo bench tools clean micropython fuzz
+.PHONY: all test test-paho1 lint demo bench tools clean micropython fuzz soak
 
 all: test
 
@@ -104,6 +104,11 @@ FUZZ_EXAMPLES ?= 100000
 
 fuzz: $(VENV)/.stamp
 	CHARIOTD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py -q -p no:cacheprovider --durations=0
+
+# The tests marked soak (fault runs over ~20 s each, the fleet of 100
+# daemons) that make test skips; the real-link ones need root and iproute2.
+soak: tools $(VENV)/.stamp
+	$(PY) -m pytest tests -q -p no:cacheprovider --soak -m soak --durations=0 -rs
 
 demo: tools $(VENV)/.stamp
 	$(PY) examples/demo.py

@@ -69,3 +69,21 @@ def daemon_factory(tmp_path, pki):
     yield make
     for d in daemons:
         d.close()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak", action="store_true",
+                     help="also run the tests marked soak (long fault runs; `make soak`)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "soak: long (over ~20 s) fault test; run by `make soak`")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test (over ~20 s): `make soak` runs it")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)

@@ -38,7 +38,7 @@ class Message:
 class Observer:
     """Subscribes to topics and lets a test wait for messages with a deadline."""
 
-    def __init__(self, port, topics=("#",), client_id=None):
+    def __init__(self, port, topics=("#",), client_id=None, host="127.0.0.1"):
         self.messages = []
         self._cond = threading.Condition()
         self.client = new_client(client_id or "observer-%d" % next(_ids))
@@ -47,7 +47,7 @@ class Observer:
         subscribed = threading.Event()
         self.client.on_connect = lambda *a: connected.set()
         self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.connect("127.0.0.1", port, keepalive=60)
+        self.client.connect(host, port, keepalive=60)
         self.client.loop_start()
         if not connected.wait(10):
             raise TimeoutError("observer could not connect to port %d" % port)

@@ -1,6 +1,8 @@
 """Fixtures of the fault suite: small tmpfs mounts that the test can fill or
-make read-only. Every mount's source is named with the prefix `cdf-` and is
-unmounted after the test, whatever happened."""
+make read-only, and real links (faultnet.Net: the broker and the daemon in
+network namespaces of their own). Every mount's source, namespace and link
+is named with the prefix `cdf-` and removed after the test, whatever
+happened."""
 
 import os
 import subprocess
@@ -78,3 +80,19 @@ def tmpfs():
     finally:
         for m in reversed(mounts):
             m.unmount()
+
+
+@pytest.fixture
+def net(pki, tmp_path):
+    """A faultnet.Net with its broker running; skipped when links cannot be made here."""
+    import faultnet
+
+    why = faultnet.available()
+    if why:
+        pytest.skip(why)
+    n = faultnet.Net(pki, str(tmp_path))
+    try:
+        n.start_broker()
+        yield n
+    finally:
+        n.close()
