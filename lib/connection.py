@@ -50,7 +50,7 @@ class ConnectionFailed(Exception):
 
 def certificate_alert(error):
     """Whether error is the peer's TLS alert about our certificate."""
-    return isinstance(error, ssl.SSLError) and error.reason in CERTIFICATE_ALERTS
+    return isinstance(error, ssl.SSLError) and getattr(error, "reason", None) in CERTIFICATE_ALERTS
 
 
 def endpoint_hung_up(error, timed_out):
@@ -96,7 +96,10 @@ def describe_error(error):
     if isinstance(error, ssl.SSLCertVerificationError):
         return "TLS: certificate verify failed (%s)" % error.verify_message
     if isinstance(error, ssl.SSLError):
-        return "TLS: %s" % (error.reason or error).lower().replace("_", " ")
+        reason = getattr(error, "reason", None)
+        if not reason:  # closed mid-handshake: SSLZeroReturnError on Python 3.9
+            return "TLS: connection closed during the handshake"
+        return "TLS: %s" % reason.lower().replace("_", " ")
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 

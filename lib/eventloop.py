@@ -86,16 +86,16 @@ class EventLoop:
     def add_signal_handler(self, signum, callback):
         """Run callback() on the loop thread when signum arrives."""
         self._signal_handlers[signum] = callback
+        # The kernel may deliver the signal to any of our threads, and Python
+        # runs its handler only when this thread next executes bytecode: the
+        # wakeup fd lets the C-level handler end the select from any thread.
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         # The handler runs between any two bytecodes of this thread, perhaps
-        # inside Queue.get holding its lock, so it only appends and writes.
+        # in the middle of a callback, so it only records the signal.
         signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, _frame):
         self._signals.append(signum)
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
 
     def stop(self):
         self._running = False
