@@ -96,10 +96,9 @@ def describe_error(error):
     if isinstance(error, ssl.SSLCertVerificationError):
         return "TLS: certificate verify failed (%s)" % error.verify_message
     if isinstance(error, ssl.SSLError):
-        reason = getattr(error, "reason", None)
-        if not reason:  # closed mid-handshake: SSLZeroReturnError on Python 3.9
-            return "TLS: connection closed during the handshake"
-        return "TLS: %s" % reason.lower().replace("_", " ")
+        reason = getattr(error, "reason", None)  # None: SSLZeroReturnError on Python 3.9
+        return "TLS: %s" % (reason.lower().replace("_", " ") if reason
+                            else "connection closed during the handshake")
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
