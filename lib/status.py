@@ -6,7 +6,7 @@ second and only when its content changed, as a temporary file in the same
 directory renamed over PATH (mode 0644), so a reader only ever sees a
 complete document and reading it costs the daemon nothing. It holds the
 connection (up or not and since when, endpoint, client id, certificate id,
-the last connection error), each message directory's waiting, in-flight
+the last connection error, failed attempts in a row), each message directory's waiting, in-flight
 and failed counts, each shadow's last synced version and time and the
 desired keys not yet applied, what any other part reports of itself
 (`status()`), and how many child processes run. Nothing secret: no keys,
@@ -118,6 +118,9 @@ class StatusFile:
                 "clientid": self._daemon.options.clientid,
                 "certificate": conn.certificate_id,
                 "failures_in_a_row": conn.failures,
+                # The N of the log's "(offline; attempt N in a row)": failed
+                # attempts since the last CONNACK, whatever their cause.
+                "offline_attempts_in_a_row": conn.attempts,
                 "last_error": error,
             },
             "children_running": children.running,
@@ -182,6 +185,9 @@ def describe(doc, now=None):
     if error:
         lines.append("  last connection error %s (%s): %s" % (
             error.get("at"), _ago(error.get("at"), now), error.get("error")))
+    if conn.get("offline_attempts_in_a_row") and not conn.get("connected"):
+        lines.append("  offline: %d connection attempts in a row failed"
+                     % conn["offline_attempts_in_a_row"])
     if conn.get("failures_in_a_row"):
         lines.append("  %d connection failures in a row" % conn["failures_in_a_row"])
     for path, counts in sorted((doc.get("messages") or {}).items()):

@@ -4,6 +4,7 @@ half-written, and neither health feature is imported when not configured."""
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -84,11 +85,17 @@ def test_status_file_follows_the_daemon(tmp_path, broker, certstore, daemon_fact
             assert not doc["connection"]["connected"]
             reader.wait(lambda d: (d["connection"]["last_error"] or {}).get("error"),
                         "a connection error")
+            doc = reader.wait(lambda d: d["connection"]["offline_attempts_in_a_row"] >= 2,
+                              "two offline attempts counted")
+            assert doc["connection"]["failures_in_a_row"] == 0  # refused: not the certificate
+            attempts = doc["connection"]["offline_attempts_in_a_row"]
+            assert re.search(r"\(offline; attempt %d in a row\)" % attempts, daemon.log())
         finally:
             broker.start()
 
         # The backlog drains once the connection is back.
         doc = reader.wait(lambda d: d["connection"]["connected"] and
+                          d["connection"]["offline_attempts_in_a_row"] == 0 and
                           d["messages"][messages]["waiting"] == 0 and
                           d["messages"][messages]["in_flight"] == 0, "drained")
         assert "connection" in doc["connection"]["last_error"]["error"] or \
@@ -122,7 +129,7 @@ def test_describe_in_a_few_lines():
            "connection": {"connected": False, "since": "2027-01-15T08:59:00Z",
                           "endpoint": "x-ats.iot.eu-west-1.amazonaws.com:8883",
                           "clientid": "gw-7", "certificate": "abc123",
-                          "failures_in_a_row": 2,
+                          "failures_in_a_row": 2, "offline_attempts_in_a_row": 7,
                           "last_error": {"at": "2027-01-15T08:59:30Z",
                                          "error": "cannot connect: Connection refused"}},
            "messages": {"/data/msgs": {"waiting": 3, "in_flight": 1, "failed": 0}},
@@ -134,6 +141,7 @@ def test_describe_in_a_few_lines():
     assert "NOT connected to x-ats.iot.eu-west-1.amazonaws.com:8883 since 2027-01-15T08:59:00Z" \
         in text
     assert "cannot connect: Connection refused" in text
+    assert "offline: 7 connection attempts in a row failed" in text
     assert "shadow Gw1: version 9 synced 2027-01-15T08:30:00Z; left in desired: network" in text
     assert "/data/msgs: 3 waiting, 1 in flight, 0 failed" in text
     assert len(text.splitlines()) <= 8
