@@ -66,7 +66,7 @@ class Spools:
 
     def status(self):
         """{directory: {waiting, in_flight, failed}} for --status-file."""
-        return {spool._settings.path: spool.counts() for spool in self.spools}
+        return {spool.path: spool.counts() for spool in self.spools}
 
 
 class Sending:
@@ -84,6 +84,7 @@ class Sending:
 
 class Spool:
     def __init__(self, daemon, settings):
+        self.path = settings.path  # the --messages directory
         self._settings = settings
         self._adir = ActionDir(settings.path, settings.keep_failed)
         self._index = SpoolIndex(settings.order)

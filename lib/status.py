@@ -19,7 +19,7 @@ import logging
 import os
 import time
 
-from . import children
+from . import atomicwrite, children
 
 log = logging.getLogger("chariotd")
 
@@ -135,19 +135,16 @@ class StatusFile:
 def _write_atomically(path, data):
     directory, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, ".%s.%d.tmp" % (base, os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                 MODE)
     try:
-        os.fchmod(fd, MODE)  # whatever the umask
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    except BaseException:
-        os.close(fd)
+        os.unlink(tmp)  # left by a writer of the same pid killed before its rename
+    except FileNotFoundError:
+        pass
+    atomicwrite.write_new(tmp, data, MODE, exact_mode=True)
+    try:
+        os.replace(tmp, path)
+    except OSError:
         os.unlink(tmp)
         raise
-    os.close(fd)
-    os.replace(tmp, path)
 
 
 # -- chariotd --status PATH ---------------------------------------------------------
