@@ -151,9 +151,10 @@ class Link:
         self._sock = self._fd = None
         self._flush_posted = False
         self._write_blocked = False  # the last write left data behind
+        self._connack_seen = False  # on this socket
         c = self.paho = new_paho_client(client_id)
         post = loop.post
-        c.on_connect = lambda *a: post(events.connack, a[3])
+        c.on_connect = lambda *a: self._connack(a[3])
         c.on_disconnect = lambda *a: post(self._disconnected, a[-2] if len(a) > 3 else a[2])
         c.on_publish = lambda *a: post(events.published, a[2])
         c.on_subscribe = lambda *a: post(events.subacked, a[2], a[3])
@@ -208,6 +209,7 @@ class Link:
         self.paho.reconnect()
 
     def attach(self):
+        self._connack_seen = False
         self._sock = self.paho.socket()
         self._fd = self._sock.fileno()
         self._loop.add_reader(self._fd, self._readable)
@@ -230,8 +232,11 @@ class Link:
 
     def keepalive_due(self):
         """When loop_misc has something to do (a PINGREQ, a keepalive timeout);
-        None while no socket is open."""
-        if self._sock is None:
+        None while no socket is open or before CONNACK: paho's clocks start
+        before the TCP connect, so on a link whose handshake and CONNECT
+        round trip outlast the keepalive its check would close every attempt
+        as timed out (lib/connection.py's CONNACK timeout watches that wait)."""
+        if self._sock is None or not self._connack_seen:
             return None
         # paho exposes no "next keepalive action" time; these are its own
         # clocks (named _last_msg_in in 1.6, _last_bytes_received in 2.x).
@@ -243,6 +248,10 @@ class Link:
         if c._ping_t:
             due = min(due, c._ping_t + c._keepalive)
         return due
+
+    def _connack(self, rc):
+        self._connack_seen = True  # (paho calls this in loop_read, on the loop thread)
+        self._loop.post(self._events.connack, rc)
 
     def _disconnected(self, rc):
         text = mqtt.error_string(rc) if isinstance(rc, int) else str(rc)

@@ -13,6 +13,7 @@ import time
 from collections import deque
 
 from process import drop_action, make_certstore, wait_until
+from relay import Relay
 
 from emulator.broker import Broker, free_port
 from lib.certstore import Endpoint
@@ -38,9 +39,9 @@ def test_connects_stays_up_and_exits_0_on_sigterm(daemon_factory, certstore, obs
     assert "connection lost" not in d.log()
 
 
-def _pings(broker):
+def _pings(broker, clientid="device-1"):
     with open(broker.log) as f:
-        return f.read().count("Received PINGREQ from device-1")
+        return f.read().count("Received PINGREQ from " + clientid)
 
 
 def test_sigint_exits_0(daemon_factory, certstore):
@@ -250,6 +251,28 @@ def test_reconnects_after_broker_restart(daemon_factory, certstore, broker):
     d.wait_log("connection to .* lost")
     d.wait_log(r"connected to[^\n]*\n(.*\n)*INFO: connected to", timeout=30)
     assert d.stop() == 0
+
+
+def test_a_keepalive_shorter_than_the_handshake_still_connects(daemon_factory, tmp_path, pki,
+                                                               broker, observer):
+    """A link so slow that the TLS handshake and the CONNECT round trip take
+    longer than --keepalive (0.7 s each way: about 3 s against a 2 s
+    keepalive): paho's keepalive check must wait for CONNACK, or it closes
+    every attempt as timed out and the device never connects."""
+    relay = Relay(("127.0.0.1", 0), ("localhost", broker.tls_port), latency=0.7).serve()
+    cert, key = pki.issue("device-slow")
+    store = make_certstore(str(tmp_path / "slow-certstore"), "localhost:%d" % relay.address[1],
+                           [("device-slow", cert, key)])
+    messages = str(tmp_path / "msgs")
+    drop_action(messages, "m1", json.dumps({"topic": "slow/link", "payload": "through"}))
+    d = daemon_factory("--keepalive=2", "--messages=" + messages, certstore=store,
+                       clientid="device-slow")
+    d.wait_log(r"connected to localhost:%d\n" % relay.address[1], timeout=30)
+    assert observer.wait_topic("slow/link")[0].payload == b"through"
+    # Kept up by pings across a few keepalive periods, over the same link.
+    wait_until(lambda: _pings(broker, "device-slow") >= 2, 15, "two PINGREQs")
+    assert "offline" not in d.log() and "lost" not in d.log(), d.log()
+    assert relay.connections == 1
 
 
 def test_alpn_on_port_443(pki):

@@ -138,8 +138,8 @@ def test_a_slow_link_that_stalls(net, cloud, pki, tmp_path, daemon_factory):
     until the daemon has given the connection up and failed to reconnect."""
     emulator, observer = cloud
     relay = net.start_relay(latency=0.5, rate=8000)
-    # A keepalive shorter than this link's TLS handshake and CONNECT (about
-    # 3 s) never connects: paho's keepalive runs before CONNACK.
+    # A keepalive short enough to notice the stall soon, long enough for a
+    # PINGREQ's round trip behind this link's queue.
     dev = Device(net, pki, tmp_path, daemon_factory, 200, port=net.RELAY_PORT,
                  options=("--keepalive=5",))
     dev.d.wait_log(r"shadow \S+: synced", timeout=60)
