@@ -2,6 +2,8 @@
 
 `spawn()` starts a program as the leader of a new session (so it and
 everything it starts form one process group) and records the group;
+`launch()` does that for a child that runs as long as it likes (a tunnel
+proxy, a job step), counts it in `running` and tells the loop when it exits;
 `stop_group()` ends one group: SIGTERM, then SIGKILL after a grace
 (`stop_soon()` does it on a thread of its own, for the loop thread);
 `stop_all()` does that to every group still alive when the daemon exits,
@@ -30,7 +32,7 @@ STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 
 _groups = set()  # process group ids of children that may still be running
 _groups_lock = threading.Lock()
-running = 0  # commands started by run() and not yet finished, for --status-file
+running = 0  # children of run() and launch() not yet finished, for --status-file
 on_change = None  # on_change() on the loop thread when running changes (lib/status.py)
 
 
@@ -71,6 +73,21 @@ def spawn(args, **popen_args):
     with _groups_lock:
         _groups.add(proc.pid)
     return proc
+
+
+def launch(loop, args, exited, **popen_args):
+    """spawn() a child that has no timeout here and whose pipes are the
+    caller's; it counts in `running` until it exits, and exited(proc) is then
+    called on the loop thread. OSError or ValueError when it cannot start."""
+    proc = spawn(args, **popen_args)
+    finished = _counted(lambda _proc: exited(proc))
+    threading.Thread(target=_reap, args=(loop, proc, finished), daemon=True).start()
+    return proc
+
+
+def _reap(loop, proc, finished):
+    proc.wait()
+    loop.post(finished, proc)
 
 
 def group_alive(pgid):

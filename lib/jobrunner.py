@@ -15,8 +15,9 @@ service lib/jobs.py's; a `Runner` takes a parsed document to an outcome:
   CHARIOTD_JOB_PREVIOUS_STATUS (a file holding the statusDetails the
   execution had when it was picked up), CHARIOTD_JOB_STATUS_DIR and
   CHARIOTD_JOBS_DIR. Its stdout and stderr go to pipes read on the event
-  loop, of which only the last TAIL_BYTES are kept. A waiter thread posts
-  its exit; nothing here blocks the loop.
+  loop, of which only the last TAIL_BYTES are kept. It is started by
+  children.launch (which posts its exit and counts it among the children
+  running); nothing here blocks the loop.
 - Each step is killed (its whole process group) after --jobs-step-timeout
   seconds, or sooner when the document's `timeoutConfig` ends the job;
   that is FAILED (a device cannot report TIMED_OUT).
@@ -32,19 +33,16 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 
-from . import jobcheck, jobdoc
+from . import children, jobcheck, jobdoc
 from .jobprogress import ProgressFiles
 
 log = logging.getLogger("chariotd")
 
 TAIL_BYTES = 8192  # of each of a step's stdout and stderr, kept in memory
-STOP_GRACE = 5.0  # SIGTERM, then SIGKILL after this
 PASSED_ENV = ("TZ", "TMPDIR", "LC_ALL")
 
 
@@ -75,7 +73,7 @@ class Runner:
         self.readers = {}  # fd -> [bytearray tail, lines, open]
         self.timed_out = None
         self.step_timer = None
-        self.kill_timer = None
+        self.killed = None  # the step process being stopped
         self.deadline = None
         self.workdir = None
         self.progress = None
@@ -163,10 +161,11 @@ class Runner:
             kwargs = {"user": step.user.pw_uid, "group": step.user.pw_gid,
                       "extra_groups": os.getgrouplist(step.user.pw_name, step.user.pw_gid)}
         try:
-            proc = subprocess.Popen(step.argv, stdin=subprocess.DEVNULL, stdout=pipes[0][1],
-                                    stderr=pipes[1][1], cwd=self.workdir,
-                                    env=self._environment(step), start_new_session=True,
-                                    close_fds=True, **kwargs)
+            proc = children.launch(self._loop, step.argv,
+                                   lambda proc: self._exited(step, proc),
+                                   stdin=subprocess.DEVNULL, stdout=pipes[0][1],
+                                   stderr=pipes[1][1], cwd=self.workdir,
+                                   env=self._environment(step), **kwargs)
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             for r, w in pipes:
                 os.close(r)
@@ -191,11 +190,6 @@ class Runner:
         log.info("job %s on %s: step %r started (pid %d)", self.job_id, self.thing,
                  step.action.name, proc.pid)
         self._on_change()
-        threading.Thread(target=self._wait, args=(step, proc), daemon=True).start()
-
-    def _wait(self, step, proc):
-        proc.wait()
-        self._loop.post(self._exited, step, proc)
 
     def _read(self, fd):
         entry = self.readers.get(fd)
@@ -250,17 +244,17 @@ class Runner:
             self._kill()
 
     def _kill(self):
-        _signal_group(self.proc, signal.SIGTERM)
-        if self.kill_timer is None:
-            self.kill_timer = self._loop.call_later(STOP_GRACE, _signal_group, self.proc,
-                                                    signal.SIGKILL)
+        """SIGTERM to the step's process group, SIGKILL to what is left of it
+        children.STOP_GRACE later (children.stop_soon), once per step."""
+        if self.killed is not self.proc:
+            self.killed = self.proc
+            children.stop_soon(self.proc)
 
     def _exited(self, step, proc):
         (out, _), (err, err_lines) = self._drain()
-        for timer in (self.step_timer, self.kill_timer):
-            if timer:
-                timer.cancel()
-        self.step_timer = self.kill_timer = None
+        if self.step_timer:
+            self.step_timer.cancel()
+        self.step_timer = None
         self.proc = None
         self.progress.poll(again=False)
         if self.stopping:
@@ -307,8 +301,8 @@ class Runner:
     # -- stopping ----------------------------------------------------------
 
     def abandon(self):
-        """The job ended in the cloud: kill the handler (SIGTERM, SIGKILL after
-        STOP_GRACE) and report nothing; on_ended follows, now if none runs."""
+        """The job ended in the cloud: kill the handler (as _kill does) and
+        report nothing; on_ended follows, now if none runs."""
         self._stopping()
         if self.proc is not None:
             self._kill()
@@ -316,12 +310,13 @@ class Runner:
             self._on_ended()
 
     def terminate(self):
-        """The daemon exits: SIGTERM to the handler. The job stays IN_PROGRESS
-        in the cloud (and is reported FAILED, interrupted, after the restart)."""
+        """The daemon exits: the handler is killed (as _kill does; the daemon's
+        children.stop_all makes sure). The job stays IN_PROGRESS in the cloud
+        (and is reported FAILED, interrupted, after the restart)."""
         self._stopping()
         if self.proc is not None:
             log.info("stopping job %s's handler (pid %d)", self.job_id, self.proc.pid)
-            _signal_group(self.proc, signal.SIGTERM)
+            self._kill()
 
     def _stopping(self):
         self.stopping = True
@@ -348,14 +343,6 @@ class Runner:
                 "steps": total, "final_step": self.in_final,
                 "pid": None if self.proc is None else self.proc.pid,
                 "step_started": utc(self.step_started)}
-
-
-def _signal_group(proc, sig):
-    if proc.returncode is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _keep(entry, data):

@@ -195,9 +195,8 @@ def describe(doc, now=None):
         lines.append("  shadow %s: version %s synced %s%s" % (
             thing, shadow.get("version"), shadow.get("synced_at") or "never",
             "; left in desired: " + ", ".join(left) if left else ""))
-    jobs = doc.get("jobs")
-    if jobs:
-        lines.append("  jobs: %s" % json.dumps(jobs, sort_keys=True))
+    for thing, job in sorted((doc.get("jobs") or {}).items()):
+        lines.append(_job_line(thing, job, now))
     defender = doc.get("defender")
     if defender:
         lines.append("  defender %s every %ss: last report %s sent %s, %s" % (
@@ -207,7 +206,30 @@ def describe(doc, now=None):
     return "\n".join(lines) + "\n"
 
 
+def _job_line(thing, job, now):
+    """One thing's job: which, since when, which step with which pid, what it reports."""
+    if not job:
+        return "  jobs for %s: none running" % thing
+    text = "  job %s on %s since %s (%s)" % (job.get("job_id"), thing, job.get("started"),
+                                              _ago(job.get("started"), now))
+    if job.get("step"):
+        text += ": %s %r" % ("final step" if job.get("final_step") else "step %s of %s" % (
+            job.get("step_number"), job.get("steps")), job["step"])
+        if job.get("pid") is not None:
+            text += ", pid %s, running for %s" % (job["pid"],
+                                                  _elapsed(job.get("step_started"), now))
+    if job.get("reporting"):
+        text += "; reporting %s" % job["reporting"]
+    return text
+
+
 def _ago(stamp, now):
+    elapsed = _elapsed(stamp, now)
+    return elapsed if elapsed == "?" else elapsed + " ago"
+
+
+def _elapsed(stamp, now):
+    """How long ago STAMP (ISO 8601 UTC) was, as 40s, 5m, 3h or 2d; "?" if unreadable."""
     import calendar
 
     try:
@@ -216,9 +238,9 @@ def _ago(stamp, now):
         return "?"
     seconds = max(0, int(now - t))
     if seconds < 120:
-        return "%ds ago" % seconds
+        return "%ds" % seconds
     if seconds < 7200:
-        return "%dm ago" % (seconds // 60)
+        return "%dm" % (seconds // 60)
     if seconds < 172800:
-        return "%dh ago" % (seconds // 3600)
-    return "%dd ago" % (seconds // 86400)
+        return "%dh" % (seconds // 3600)
+    return "%dd" % (seconds // 86400)

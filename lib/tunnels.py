@@ -12,8 +12,9 @@ SIGKILL to what is left of the group after its grace); a repeat of the
 request that started the running proxy (AWS may deliver a QoS 1 message
 twice) is ignored, since restarting would spend the
 single-use token. The proxy runs for as long as the tunnel lives, so it is
-started with children.spawn rather than children.run's timeout (so it
-still dies with the daemon); a waiter thread posts its exit to the loop.
+started with children.launch rather than children.run's timeout (so it
+still dies with the daemon, and counts among the children running that
+--status-file shows); its exit is posted to the loop.
 This module does not speak the tunnel protocol.
 """
 
@@ -23,7 +24,6 @@ import logging
 import os
 import re
 import subprocess
-import threading
 
 from . import children
 
@@ -108,13 +108,13 @@ class Tunnels:
             argv += ["-c", self._cadir]
         env = dict(os.environ, AWSIOT_TUNNEL_ACCESS_TOKEN=token, AWSIOT_TUNNEL_REGION=region)
         try:
-            proc = children.spawn(argv, env=env, stdin=subprocess.DEVNULL)
+            proc = children.launch(self._loop, argv, lambda proc: self._exited(thing, proc),
+                                   env=env, stdin=subprocess.DEVNULL)
         except (OSError, ValueError) as e:
             raise TunnelRequestError("cannot start tunnel proxy %s: %s"
                                      % (self._program, getattr(e, "strerror", None) or e)) \
                 from None
-        proxy = self._proxies[thing] = Proxy(proc, digest)
-        threading.Thread(target=self._wait, args=(thing, proxy), daemon=True).start()
+        self._proxies[thing] = Proxy(proc, digest)
         skipped = [s for s in services if s not in mapping]
         log.info("tunnel proxy for %s started (pid %d) in %s for %s%s", thing, proc.pid, region,
                  ", ".join(wanted), "; not mapped: " + ", ".join(skipped) if skipped else "")
@@ -133,13 +133,11 @@ class Tunnels:
         for thing in list(self._proxies):
             self.close(thing)
 
-    def _wait(self, thing, proxy):
-        status = proxy.proc.wait()
-        self._loop.post(self._exited, thing, proxy, status)
-
-    def _exited(self, thing, proxy, status):
-        if self._proxies.get(thing) is proxy:
+    def _exited(self, thing, proc):
+        proxy = self._proxies.get(thing)
+        if proxy is not None and proxy.proc is proc:
             del self._proxies[thing]
+            status = proc.returncode
             how = "was killed by signal %d" % -status if status < 0 else "exited with status %d" \
                 % status
             log.warning("tunnel proxy for %s %s", thing, how)

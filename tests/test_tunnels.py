@@ -2,10 +2,11 @@
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
-from process import drop_action, wait_until
+from process import CHARIOTD, drop_action, wait_until
 
 FAKE_PROXY = """#!%s
 import json, os, signal, sys, time
@@ -189,6 +190,42 @@ def test_proxy_that_exits_or_cannot_start_is_logged(tmp_path, certstore, daemon_
     notify(observer, "gw-1", "t2")
     d.wait_log(r"tunnel notification for gw-1 ignored: cannot start tunnel proxy .*localproxy: "
                "No such file or directory")
+    assert d.stop() == 0
+
+
+def read_status(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def test_running_proxies_count_among_the_children_in_the_status_file(
+        tmp_path, certstore, daemon_factory, observer, proxy):
+    status = str(tmp_path / "status.json")
+    d = start_daemon(daemon_factory, certstore, proxy, tmp_path, "--status-file=" + status)
+
+    def children_running(n):
+        return wait_until(lambda: (read_status(status) or {}).get("children_running") == n,
+                          what="%d child(ren) running in the status file" % n)
+
+    children_running(0)
+    notify(observer, "gw-1", "t1")
+    notify(observer, "gw-2", "t2", services=["VNC"])
+    runs = proxy.wait_runs(2)
+    children_running(2)
+    os.kill(runs[0]["pid"], 9)  # a proxy that dies
+    children_running(1)
+    notify(observer, "gw-2", "token-three", services=["VNC"])  # replaced: the old one stops
+    wait_until(lambda: proxy.terminated(runs[1]), what="gw-2's first proxy stopped")
+    proxy.wait_runs(3)
+    d.wait_log("tunnel proxy for gw-2 stopped")
+    children_running(1)
+    out = subprocess.run([sys.executable, CHARIOTD, "--status", status], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    assert "1 child process(es) running" in out
+    assert "token-three" not in json.dumps(read_status(status))  # no token in it
     assert d.stop() == 0
 
 
