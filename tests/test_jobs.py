@@ -3,7 +3,7 @@
 Handlers are a small Python program (`act`) that records how it was run
 (argv, working directory, environment, user) and then does what its
 arguments say: `out=TEXT`, `err=TEXT`, `progress=JSON`, `sleep=SEC`,
-`wait=FILE` (until FILE exists), `exit=N`.
+`wait=FILE` (until FILE exists), `noterm` (ignore SIGTERM), `exit=N`.
 """
 
 import json
@@ -21,7 +21,7 @@ THING = "Gw1"
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
 
 ACT = """#!%s
-import json, os, sys, time
+import json, os, signal, sys, time
 record = os.path.join(%r, "%%d-%%d.json" %% (time.monotonic_ns(), os.getpid()))
 env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "USER")
        or k.startswith("CHARIOTD_")}
@@ -45,6 +45,8 @@ for arg in sys.argv[1:]:
     elif key == "wait":
         while not os.path.exists(value):
             time.sleep(0.05)
+    elif key == "noterm":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     elif key == "exit":
         sys.exit(int(value))
 """
@@ -80,8 +82,8 @@ class Handlers:
                           "%d handler run(s)" % count)
 
 
-@pytest.fixture
-def handlers(tmp_path):
+def handler_directory(tmp_path):
+    """The `handlers` fixture's body, for other test modules' fixtures."""
     h = Handlers(tmp_path)
     yield h
     for run in h.runs():  # never leave a handler behind
@@ -89,6 +91,11 @@ def handlers(tmp_path):
             os.killpg(run["pgid"], signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+@pytest.fixture
+def handlers(tmp_path):
+    yield from handler_directory(tmp_path)
 
 
 def start(daemon_factory, certstore, handlers, *options):

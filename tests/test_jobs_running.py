@@ -1,0 +1,152 @@
+"""--jobs while a step runs, end to end: what --status-file and `chariotd
+--status` show of it, that the rest of the daemon carries on meanwhile, that
+a step flooding its output costs the daemon no memory, and that no step
+outlives the daemon. The handlers are test_jobs.py's `act`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from process import CHARIOTD, drop_action, wait_until
+from test_jobs import THING, alive, doc, finished, handler_directory, start, step
+from test_shadow_helpers import json_service, read_file, wait_synced
+
+
+@pytest.fixture
+def handlers(tmp_path):
+    yield from handler_directory(tmp_path)
+
+
+def read_status(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def wait_status(path, condition, what):
+    return wait_until(lambda: (lambda s: s is not None and condition(s) and s)(read_status(path)),
+                      15, what)
+
+
+def show(path):
+    return subprocess.run([sys.executable, CHARIOTD, "--status", path], check=True,
+                          stdout=subprocess.PIPE, text=True).stdout
+
+
+def test_the_status_file_shows_the_running_job_until_it_finishes(
+        tmp_path, emulator, certstore, daemon_factory, handlers):
+    status = str(tmp_path / "status.json")
+    start(daemon_factory, certstore, handlers, "--status-file=" + status)
+    wait_status(status, lambda s: s.get("jobs") == {THING: None}, "no job running")
+    assert "jobs for Gw1: none running" in show(status)
+
+    gate = os.path.join(handlers.records, "gate")
+    emulator.queue_job(THING, "fw-7", doc(step("prepare"), step("install",
+                                                                 args=["wait=" + gate])))
+    wait_until(lambda: len(handlers.runs()) == 2, 15, "the second step to start")
+    pid = handlers.runs()[1]["pid"]
+    s = wait_status(status, lambda s: (s["jobs"][THING] or {}).get("pid") == pid,
+                    "the second step in the status file")
+    job = s["jobs"][THING]
+    assert (job["job_id"], job["step"], job["step_number"], job["steps"]) == \
+        ("fw-7", "install", 2, 2)
+    assert not job["final_step"] and job["reporting"] is None
+    assert s["children_running"] == 1
+    out = show(status)
+    assert "job fw-7 on Gw1 since %s (" % job["started"] in out
+    assert "step 2 of 2 'install', pid %d, running for " % pid in out
+
+    open(gate, "w").close()
+    assert finished(emulator, "fw-7")["status"] == "SUCCEEDED"
+    s = wait_status(status, lambda s: s["jobs"] == {THING: None}, "no job running again")
+    assert s["children_running"] == 0
+    assert "jobs for Gw1: none running" in show(status)
+
+
+def test_the_daemon_carries_on_while_a_step_runs(tmp_path, emulator, observer, certstore,
+                                                 daemon_factory, handlers):
+    services, messages = tmp_path / "services", str(tmp_path / "messages")
+    motd = str(tmp_path / "motd")
+    json_service(services, "motd", key="motd", outfile=motd, outformat="PLAINTEXT",
+                 notifycmd="")
+    d = start(daemon_factory, certstore, handlers, "--services=%s:%s" % (THING, services),
+              "--messages=" + messages)
+    wait_synced(d)
+    gate = os.path.join(handlers.records, "gate")
+    emulator.queue_job(THING, "long", doc(step("long", args=["wait=" + gate])))
+    handlers.wait_runs(1)
+    # The step runs until the gate opens; a shadow change and a message file
+    # are handled meanwhile.
+    emulator.set_desired(THING, {"motd": "hello while a job runs"})
+    wait_until(lambda: os.path.exists(motd) and read_file(motd) == "hello while a job runs",
+               15, "the shadow change applied")
+    drop_action(messages, "m1.json", json.dumps({"topic": "meanwhile/t", "payload": {"n": 1}}))
+    assert observer.wait_topic("meanwhile/t")[0].json() == {"n": 1}
+    assert emulator.job_execution(THING, "long")["status"] == "IN_PROGRESS"
+    open(gate, "w").close()
+    assert finished(emulator, "long")["status"] == "SUCCEEDED"
+
+
+FLOOD = """#!/bin/sh
+# 100 MB on each of stdout and stderr, then a last line on each, and a failure.
+head -c 100000000 /dev/zero | tr '\\0' o
+head -c 100000000 /dev/zero | tr '\\0' e >&2
+echo "the end of stdout"
+echo "the end of stderr" >&2
+exit 3
+"""
+
+
+def memory_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
+def test_a_step_flooding_its_output_keeps_the_daemon_small(emulator, certstore,
+                                                           daemon_factory, handlers):
+    with open(os.path.join(handlers.dir, "flood.sh"), "w") as f:
+        f.write(FLOOD)
+    os.chmod(os.path.join(handlers.dir, "flood.sh"), 0o755)
+    d = start(daemon_factory, certstore, handlers)
+    pid = d.proc.pid
+    before = memory_kib(pid, "VmHWM")  # the peak so far, idle and connected
+    emulator.queue_job(THING, "flood", doc(step("flood", handler="flood.sh"),
+                                           includeStdOut=True))
+    during = []
+
+    def ended():
+        during.append(memory_kib(pid, "VmRSS"))
+        e = emulator.job_execution(THING, "flood")
+        return e["status"] not in ("QUEUED", "IN_PROGRESS") and e
+    e = wait_until(ended, 120, "the flood to end")
+    peak = memory_kib(pid, "VmHWM")
+    assert e["status"] == "FAILED"
+    details = e["statusDetails"]
+    assert details["reason"] == "step 'flood' exited with status 3"
+    # The tail of each: "..." and the last 1,024 characters or so.
+    assert details["stderr"].startswith("...") and \
+        details["stderr"].endswith("eeethe end of stderr"), details["stderr"][-40:]
+    assert details["stdout"].startswith("...") and \
+        details["stdout"].endswith("ooothe end of stdout"), details["stdout"][-40:]
+    assert len(details["stderr"]) <= 1024 and len(details["stdout"]) <= 1024
+    # 200 MB went through; the daemon kept a tail of each stream, nothing more.
+    assert len(during) > 3, during
+    assert peak - before < 8 * 1024, (before, peak, max(during))
+
+
+def test_a_step_that_ignores_sigterm_does_not_outlive_the_daemon(
+        emulator, certstore, daemon_factory, handlers):
+    d = start(daemon_factory, certstore, handlers)
+    emulator.queue_job(THING, "stubborn", doc(step("stubborn", args=["noterm", "sleep=600"])))
+    run = handlers.wait_runs(1)[0]
+    assert d.stop(timeout=20) == 0
+    d.wait_log("stopping job stubborn's handler")
+    wait_until(lambda: not alive(run["pid"]), 10, "the handler to be killed")
+    assert emulator.job_execution(THING, "stubborn")["status"] == "IN_PROGRESS"
