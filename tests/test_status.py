@@ -147,6 +147,23 @@ def test_describe_in_a_few_lines():
     assert len(text.splitlines()) <= 8
 
 
+def test_describe_running_jobs_in_a_line_each():
+    doc = {"pid": 12, "started": "2027-01-15T08:00:00Z", "connection": {"connected": True},
+           "jobs": {"Gw1": {"job_id": "fw-7", "started": "2027-01-15T07:55:00Z",
+                            "step": "install", "step_number": 2, "steps": 3,
+                            "final_step": False, "pid": 812,
+                            "step_started": "2027-01-15T07:59:20Z", "reporting": None},
+                    "Gw2": None,
+                    "Gw3": {"job_id": "bad", "started": "2027-01-15T07:59:59Z",
+                            "reporting": "REJECTED"}}}
+    lines = describe(doc, now=1800000000).splitlines()  # 2027-01-15T08:00:00Z
+    assert "  job fw-7 on Gw1 since 2027-01-15T07:55:00Z (5m ago): step 2 of 3 'install', " \
+        "pid 812, running for 40s" in lines
+    assert "  jobs for Gw2: none running" in lines
+    assert "  job bad on Gw3 since 2027-01-15T07:59:59Z (1s ago); reporting REJECTED" in lines
+    assert not any("{" in line for line in lines)  # no raw JSON
+
+
 def _imported(daemon):
     """Modules the daemon loaded, from its PYTHONVERBOSE lines (-X importtime
     would miss the features: importlib.import_module bypasses it)."""
