@@ -7,9 +7,9 @@ daemon that sends it again after each reconnect never gets anything else
 through. So everything is checked here before it is sent. The figures and
 the reserved topics are AWS's own (the developer guide's "MQTT", "Topics",
 "Reserved topics" and "AWS IoT Core message broker limits" pages; see
-aws-iot-core.md section 1.6). Control characters are refused too: MQTT
-says a topic should not hold them and mosquitto drops the connection of a
-client that sends one.
+docs/aws-facts.md#topics-payloads-and-rates). Control characters are
+refused too: MQTT says a topic should not hold them and mosquitto drops
+the connection of a client that sends one.
 
 Pure code without imports or I/O, so that it runs under MicroPython too;
 callers cache the answers if they need to.

@@ -1,6 +1,6 @@
 """The certificate store: which certificate to connect with, and where.
 
-Layout (interface.md section 3): `endpoint.txt`, one subdirectory per
+Layout (docs/interface.md#certificate-store): `endpoint.txt`, a directory per
 certificate holding `ID-certificate.pem.crt` and `ID-private.pem.key`, and
 a `preferred` symlink naming the one to use. This module keeps `preferred`
 valid, rotates it, and adds new entries atomically with the key readable by

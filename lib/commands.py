@@ -1,4 +1,4 @@
-"""The --commands action directory (interface.md section 8).
+"""The --commands action directory (docs/interface.md#commands).
 
 A file's name is the command and its contents the arguments: `refetch`,
 `reprovision`, `open-tunnel` ({"thing", "region", "services", "token"}) and

@@ -4,8 +4,8 @@ Owns the paho client: TLS with the broker verified against the root CA
 (hostname included; there is no switch to turn that off), the client
 certificate from the certstore, ALPN on port 443, keepalive and last will,
 MQTT 3.1.1. It reconnects with exponential backoff and full jitter and
-tells the failures that point at the certificate (they count for the
-supervisor policy of interface.md section 2: rotate `preferred`, exit) from
+tells the failures that point at the certificate (counted for the supervisor
+policy, docs/interface.md#running-under-a-supervisor: rotate, exit) from
 the network's (waited out for as long as they last: offline is normal). It
 routes incoming messages to subscribers and tells publishers when their
 message is done; it does not queue, pace or retry publishes (the
@@ -362,8 +362,8 @@ class Connection:
             self._tell(self._down)
 
     def _failure(self, reason):
-        """A failure pointing at the certificate: counted for interface.md
-        section 2 (rotate `preferred` and exit after MAX_FAILURES in a row)."""
+        """A failure pointing at the certificate: counted for the supervisor policy
+        (rotate `preferred` and exit after MAX_FAILURES in a row)."""
         self.failures += 1
         log.error("%s (failure %d in a row)", reason, self.failures)
         self._tell(self._errors, reason)

@@ -1,4 +1,4 @@
-"""The order a spool's messages are sent in, as sort keys (interface.md section 6).
+"""The order a spool's messages are sent in, as sort keys (docs/interface.md#send-order).
 
 Prioritised messages go first, lowest priority first, equal priorities
 oldest first; of each priority slot only the newest message is prioritised

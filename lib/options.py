@@ -1,6 +1,6 @@
 """The command line: parse, validate, and hand back one settled Options object.
 
-Every option of the contract (interface.md section 1) is parsed and checked
+Every option of docs/interface.md#command-line is parsed and checked
 here, before anything connects, so a typo in a run script is a one-line
 error and exit status 2 rather than a daemon that half-works. This module
 does not act on any option.

@@ -1,4 +1,5 @@
-"""Fleet provisioning by claim (interface.md section 7, aws-iot-core.md section 3).
+"""Fleet provisioning by claim (docs/interface.md#fleet-provisioning and
+docs/aws-facts.md#fleet-provisioning).
 
 With no usable device certificate the daemon runs only this part. It
 connects with the claim certificate of the config's `claimstore` under

@@ -4,7 +4,7 @@ Each file ``NAME.js`` (the NodeJS daemon's ``module.exports = {...};``, read
 as a literal by ``jsliteral``, never run), ``NAME.json`` or ``NAME.py``
 (beyond: a Python module run with importlib; its module-level names give
 the keys, and it may define ``validate(cfg)``) defines one service.  The
-keys and their defaults are those of interface.md section 5; this module
+keys and their defaults are in docs/interface.md#service-definitions; this module
 checks their presence and types and turns each definition into a
 ``Service``.  A broken definition becomes one log line naming the file and
 the problem, and is skipped; the others still load.

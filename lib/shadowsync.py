@@ -2,7 +2,7 @@
 
 One `ShadowSync` per thing named in --services, --updates or
 --defaultshadow (`THING` for the classic shadow, `THING/NAME` for a named
-one) speaks the shadow's MQTT API (aws-iot-core.md section 2): it fetches
+one) speaks the shadow's MQTT API (docs/aws-facts.md#device-shadow): it fetches
 the document on every (re)connect, SIGHUP and `refetch`, creates a missing
 shadow, merges desired state and deltas into the services' configs
 (lib.servicestate writes the outfiles and runs the notify commands), takes

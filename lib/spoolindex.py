@@ -2,7 +2,7 @@
 
 The message spool (lib/messages.py) reads each file once when it is found,
 to learn its priority, priority slot and mtime, and tells this index. The
-index answers "what next" by interface.md section 6: the prioritised
+index answers "what next" by docs/interface.md#send-order: the prioritised
 messages (lowest priority first, equal priorities oldest first; of each
 priority slot only the newest message) before the unprioritised backlog,
 which goes in the directory's order.
