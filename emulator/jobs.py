@@ -1,4 +1,4 @@
-"""AWS IoT Jobs device API logic (reference section 4), with no MQTT in it.
+"""AWS IoT Jobs device API logic (docs/aws-facts.md#jobs), with no MQTT in it.
 
 `JobsService` keeps each thing's job executions in memory and answers the
 device-side requests (get, start-next, JOBID/get incl. `$next`,

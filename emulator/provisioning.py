@@ -1,4 +1,4 @@
-"""Fleet provisioning by claim (reference section 3), with no MQTT in it.
+"""Fleet provisioning by claim (docs/aws-facts.md#fleet-provisioning), with no MQTT in it.
 
 `ProvisioningService` answers CreateKeysAndCertificate,
 CreateCertificateFromCsr and RegisterThing requests in `json` or `cbor`

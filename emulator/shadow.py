@@ -4,7 +4,7 @@
 returns the messages AWS IoT Core would publish in answer, as a list of
 (topic, payload dict). It keeps documents in memory, timestamps them from
 an injectable clock and applies AWS's rules for merging, metadata, delta,
-versions and errors (see the reference, aws-iot-core.md section 2;
+versions and errors (docs/aws-facts.md#device-shadow;
 where that is unclear, the source of a rule is named beside it).
 
 It does not talk to a broker, persist anything, limit request rates (429),
@@ -66,8 +66,8 @@ def metadata_for(value, timestamp):
     """Metadata mirroring VALUE: each leaf (and null) becomes {"timestamp": T}.
 
     Arrays get one entry per element, as AWS's Greengrass shadow manager
-    (ShadowStateMetadata.createMetadataPatch) does; the reference leaves
-    array metadata unconfirmed.
+    (ShadowStateMetadata.createMetadataPatch) does; AWS's own pages leave
+    array metadata unsaid.
     """
     if isinstance(value, dict):
         return {k: metadata_for(v, timestamp) for k, v in value.items()}

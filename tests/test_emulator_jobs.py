@@ -1,4 +1,4 @@
-"""Jobs emulation (reference section 4): JobsService directly, then through mosquitto.
+"""Jobs emulation (docs/aws-facts.md#jobs): JobsService directly, then through mosquitto.
 
 The Secure Tunneling notification, the other cloud-initiated push to a
 device, is tested at the end.

@@ -1,4 +1,4 @@
-"""Fleet provisioning emulation (reference section 3), CBOR and templates.
+"""Fleet provisioning emulation (docs/aws-facts.md#fleet-provisioning), CBOR and templates.
 
 The end-to-end tests run as a device would: over the broker's TLS
 listener with a claim certificate, then with the certificate the emulator

@@ -1,7 +1,8 @@
 """Device Shadow emulation: the ShadowService class directly, then through mosquitto.
 
-Test vectors are the examples of the AWS reference summary (aws-iot-core.md)
-section 2 (captured from the live service by AWS's Python SDK samples).
+Test vectors are the live-service output quoted by AWS's Python SDK samples
+(aws-iot-device-sdk-python-v2, samples/service_clients/shadow.md); the rules
+behind them are in docs/aws-facts.md#device-shadow.
 """
 
 import json
@@ -57,10 +58,11 @@ def test_parse_topic_accepts_requests_only():
         assert parse_topic(topic) is None, topic
 
 
-# ---- the reference's examples ----------------------------------------------
+# ---- the SDK samples' examples ---------------------------------------------
 
 def test_reference_walkthrough_accepted_delta_and_get(service, clock):
-    """The sequence behind the reference's 2.3, 2.4 and 2.5 examples, same timestamps."""
+    """The sequence behind the samples' update/accepted, get/accepted and delta output,
+    same timestamps."""
     steps = [(1747329779, {"reported": {"Color": "green"}}),
              (1747329882, {"desired": {"Color": "green"}}),
              (1747329945, {"desired": {"Color": "red"}}),

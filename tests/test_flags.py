@@ -1,4 +1,4 @@
-"""Flags of interface.md section 1 that no feature owns: --keepalive, --last-will-*,
+"""Flags of docs/interface.md#command-line that no feature owns: --keepalive, --last-will-*,
 --log-timestamps, --poll-interval, --version and --help, as a user sees them."""
 
 import os

@@ -1,4 +1,4 @@
-"""The spool's ordering index on its own: the order of interface.md section 6,
+"""The spool's ordering index on its own: the order of docs/interface.md#send-order,
 bounded windows refilled from directory listings, compact name and priority tables."""
 
 import itertools
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lib.spoolindex import NameSet, PriorityTable, SpoolIndex, Window
 
 H = 3600 * 10**9  # one hour in ns
-EXAMPLE = [  # interface.md section 6: name, mtime, priority, slot
+EXAMPLE = [  # docs/interface.md#send-order: name, mtime, priority, slot
     ("A", 23 * H + 12, None, None),
     ("B", 11 * H + 51, 2, None),
     ("C", 3 * H + 22, 1, "xyz"),
