@@ -1,7 +1,8 @@
 """Tests for lib.formats: the registry, JSON, PLAINTEXT and SHELL.
 
-The SHELL tests source the written file in every shell the contract names
-and compare the variables byte for byte; that is the safety guarantee.
+The SHELL tests source the written file in every shell named in
+docs/interface.md#outfile-formats and compare the variables byte for byte;
+that is the safety guarantee.
 """
 
 import json

@@ -118,7 +118,7 @@ def test_rejected_provisioning_stores_nothing_and_exits_after_a_pause(
     d.wait_log("fleet provisioning failed: RegisterThing rejected: 400 InvalidParameters: "
                "Missing required parameter: SerialNumber")
     d.wait_log("exiting in 30s")
-    # The 30 s pause is the contract's; the test does not sit through it.
+    # The 30 s pause (docs/interface.md#exit-statuses); the test does not sit through it.
     assert d.proc.poll() is None
     d.kill()
     assert CertStore(certstore).ids() == []
