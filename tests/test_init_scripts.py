@@ -407,3 +407,59 @@ def test_buildroot_mk_installs_to_the_right_places():
     # every file the package takes from the source tree is there
     for src in re.findall(r"\$\(@D\)/(\S+)", mk):
         assert (ROOT / src).exists(), src
+
+
+# The package's install commands run as Buildroot would run them: GNU make
+# reads chariotd.mk with the variables Buildroot sets (generic-package is
+# left empty), and runs CHARIOTD_INSTALL_TARGET_CMDS, the init system's
+# commands and the post-install hooks into a scratch TARGET_DIR.
+BUILDROOT_STUB = """\
+INSTALL = install
+TARGET_DIR = {target}
+HOST_DIR = {host}
+CHARIOTD_PKGDIR = {pkgdir}/
+@D = {src}
+{config}
+generic-package =
+include {mk}
+install:
+\t$(CHARIOTD_INSTALL_TARGET_CMDS)
+\t$(CHARIOTD_INSTALL_INIT_SYSV)
+\t$(foreach hook,$(CHARIOTD_POST_INSTALL_TARGET_HOOKS),$($(hook))$(sep))
+define sep
+
+
+endef
+"""
+
+
+def buildroot_install(tmp_path, config):
+    target, host = tmp_path / "target", tmp_path / "host"
+    (host / "bin").mkdir(parents=True)
+    (host / "bin" / "python3").symlink_to(sys.executable)
+    stub = tmp_path / "Makefile"
+    stub.write_text(BUILDROOT_STUB.format(
+        target=target, host=host, pkgdir=MK.parent, src=ROOT, mk=MK,
+        config="\n".join("%s = y" % name for name in config)))
+    r = subprocess.run(["make", "-s", "-f", str(stub), "install"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {str(p.relative_to(target)) for p in target.rglob("*")
+            if p.is_file() or p.is_symlink()}
+
+
+def test_buildroot_installs_the_daemon_and_by_default_the_job_handlers(tmp_path):
+    got = buildroot_install(tmp_path, ["BR2_PACKAGE_CHARIOTD_JOB_HANDLERS"])
+    jobs = {"usr/share/chariotd/jobs/" + p.name for p in (ROOT / "examples" / "jobs").iterdir()}
+    assert jobs and jobs <= got
+    assert {"usr/lib/chariotd/chariotd.py", "usr/bin/chariotd", "etc/default/chariotd",
+            "etc/init.d/S90chariotd", "usr/lib/chariotd/lib/daemon.py"} <= got
+    assert [f for f in got if f.endswith(".pyc")]
+    assert "default y" in (PKG / "chariotd" / "Config.in").read_text().split(
+        "config BR2_PACKAGE_CHARIOTD_JOB_HANDLERS")[1].split("config ")[0]
+
+
+def test_buildroot_leaves_the_job_handlers_out_when_told(tmp_path):
+    got = buildroot_install(tmp_path, [])
+    assert "usr/bin/chariotd" in got
+    assert not [f for f in got if f.startswith("usr/share/chariotd")]

@@ -33,10 +33,16 @@ define CHARIOTD_INSTALL_TARGET_CMDS
 	ln -sf ../lib/chariotd/chariotd.py $(TARGET_DIR)/usr/bin/chariotd
 	$(INSTALL) -D -m 0644 $(@D)/init/default/chariotd \
 		$(TARGET_DIR)/etc/default/chariotd
-	# Handlers for AWS's managed job templates, for --jobs=THING:/usr/share/chariotd/jobs
+endef
+
+ifeq ($(BR2_PACKAGE_CHARIOTD_JOB_HANDLERS),y)
+# Handlers for AWS's managed job templates, for --jobs=THING:/usr/share/chariotd/jobs
+define CHARIOTD_INSTALL_JOB_HANDLERS
 	$(INSTALL) -d -m 0755 $(TARGET_DIR)/usr/share/chariotd/jobs
 	cp -dpfr $(@D)/examples/jobs/. $(TARGET_DIR)/usr/share/chariotd/jobs/
 endef
+CHARIOTD_POST_INSTALL_TARGET_HOOKS += CHARIOTD_INSTALL_JOB_HANDLERS
+endif
 
 # A read-only root leaves Python no place to cache compiled modules, so
 # every start would compile lib/ again: compile it here. checked-hash,
