@@ -2,7 +2,8 @@
 docs/interface.md lists exactly the options `chariotd --help` shows.
 
 A pointer is `docs/NAME.md` or `docs/NAME.md#section` in any file of the
-tree (code, tests, READMEs), and any relative Markdown link inside docs/.
+tree (code, tests, READMEs), any relative Markdown link inside docs/, and a
+file of the tree docs/ names (`tests/test_docs.py`).
 A section is a Markdown heading, named the way GitHub names its anchors.
 Notes outside the repository (the design notes docs/ was written from) are
 not to be pointed at: someone who clones the project does not have them.
@@ -23,6 +24,8 @@ INTERFACE = os.path.join(DOCS, "interface.md")
 DOCS_POINTER = re.compile(r"(?<![\w/.-])(?:\.\./)*docs/([\w.-]+\.md)(?:#([\w-]+))?")
 # [text](target) in Markdown.
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
+# A file of the tree named in docs/ as `lib/...`, `tests/...` and the like.
+TREE_PATH = re.compile(r"`((?:lib|tests|emulator|examples|init)/[\w./-]+)`")
 # The notes that lived outside the repository, and bare names of them.
 OUTSIDE = re.compile(r"shared/reference|aws-iot-core\.md|(?<![\w/])interface\.md")
 LONG_OPTION = re.compile(r"--[a-z][a-z0-9-]*")
@@ -94,6 +97,10 @@ def pointer_problems(files):
             for match in DOCS_POINTER.finditer(line):
                 problems.append(broken(os.path.join(DOCS, match.group(1)), match.group(2),
                                        where))
+            if in_docs:
+                problems += ["%s: no such file %s" % (where, path)
+                             for path in TREE_PATH.findall(line)
+                             if not os.path.exists(os.path.join(ROOT, path))]
             if in_docs and rel.endswith(".md"):
                 for link in MD_LINK.findall(line):
                     if re.match(r"[a-z]+:", link):  # https:, mailto:
@@ -150,6 +157,12 @@ def test_the_tree_points_at_docs_at_all():
 def test_a_broken_pointer_is_reported(text, problem):
     problems = pointer_problems([("lib/example.py", "# " + text + "\n")])
     assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_a_missing_file_named_in_docs_is_reported():
+    problems = pointer_problems([("docs/example.md", "see `tests/test_docs.py` and "
+                                  "`tests/test_nothing.py`\n")])
+    assert problems == ["docs/example.md:1: no such file tests/test_nothing.py"], problems
 
 
 def test_a_broken_link_inside_docs_is_reported():
