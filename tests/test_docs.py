@@ -29,7 +29,15 @@ TREE_PATH = re.compile(r"`((?:lib|tests|emulator|examples|init)/[\w./-]+)`")
 # The notes that lived outside the repository, and bare names of them.
 OUTSIDE = re.compile(r"shared/reference|aws-iot-core\.md|(?<![\w/])interface\.md")
 LONG_OPTION = re.compile(r"--[a-z][a-z0-9-]*")
-SKIPPED_DIRS = {".git", ".venv", ".venv-paho1", ".node", "__pycache__", "build", "dist"}
+# Outside a checkout: what is not the project's (venvs, caches, build output).
+SKIPPED_DIRS = {"__pycache__", "build", "dist", "node_modules"}
+
+
+def project_dir(name):
+    """Whether a directory met walking the tree outside a checkout is the project's."""
+    if name in SKIPPED_DIRS or name.endswith(".egg-info") or name.startswith("venv"):
+        return False
+    return name == ".ci" or not name.startswith(".")
 
 
 def tree_files():
@@ -43,7 +51,7 @@ def tree_files():
     except (OSError, subprocess.CalledProcessError):
         listed = []
         for top, dirs, files in os.walk(ROOT):
-            dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
+            dirs[:] = [d for d in dirs if project_dir(d)]
             listed += [os.path.relpath(os.path.join(top, f), ROOT) for f in files]
     for rel in sorted(set(filter(None, listed)) - {"tests/test_docs.py"}):
         path = os.path.join(ROOT, rel)
