@@ -92,7 +92,7 @@ class Execution:
     def data(self, include_document=True):
         """JobExecutionData as in start-next, describe and notify-next.
 
-        thingName is left out: live MQTT replies omit it (reference 4.3).
+        thingName is left out: live MQTT replies omit it (docs/aws-facts.md#jobs).
         """
         result = {"jobId": self.job_id, "status": self.status}
         if include_document:
@@ -229,7 +229,7 @@ class JobsService:
             return {} if execution is None else {"execution": execution.data(include_document)}
         execution = self._existing(thing, job_id, number)
         if execution.terminal:
-            # Per the jobs-api ErrorResponse docs (reference 4.4).
+            # Per the jobs-api ErrorResponse docs (docs/aws-facts.md#jobs).
             raise JobsError("TerminalStateReached", "Job execution %s is in terminal state %s"
                             % (job_id, execution.status))
         return {"execution": execution.data(include_document)}

@@ -119,7 +119,7 @@ def merge(state, meta, patch, timestamp):
 
 
 def compute_delta(desired, reported):
-    """Desired keys whose value differs from reported (reference 2.5).
+    """Desired keys whose value differs from reported (docs/aws-facts.md#device-shadow).
 
     Walks desired only (keys only in reported never appear), recurses into
     objects keeping the path to differing leaves, compares arrays whole.
@@ -141,7 +141,7 @@ def compute_delta(desired, reported):
 
 
 def delta_metadata(delta, desired_meta):
-    """The desired-side metadata of the keys in DELTA (reference 2.5)."""
+    """The desired-side metadata of the keys in DELTA (docs/aws-facts.md#device-shadow)."""
     result = {}
     for key, value in delta.items():
         meta = desired_meta.get(key, {})
@@ -215,7 +215,7 @@ def client_token(request):
 
 
 def validate_update(request, max_depth):
-    """Raise ShadowError unless REQUEST is a well-formed update (reference 2.2, 2.8)."""
+    """Raise ShadowError unless REQUEST is a valid update (docs/aws-facts.md#device-shadow)."""
     if "version" in request:
         version = request["version"]
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
@@ -327,7 +327,7 @@ class ShadowService:
             return [(prefix + "/delete/rejected",
                      self._error(self._not_found(thing, name), token))]
         shadow.exists = False
-        shadow.clear()  # the version counter stays (reference 2.7)
+        shadow.clear()  # the version counter stays (docs/aws-facts.md#device-shadow)
         reply = {"version": shadow.version, "timestamp": self._now()}
         return [(prefix + "/delete/accepted", _with_token(reply, token))]
 
@@ -394,7 +394,7 @@ class ShadowService:
 
     @staticmethod
     def _not_found(thing, name):
-        # The classic shadow's message quotes the thing name (reference 2.8).
+        # The classic shadow's message quotes the thing name (docs/aws-facts.md#device-shadow).
         return ShadowError(404, "No shadow exists with name: '%s'" % (name or thing))
 
 
