@@ -73,6 +73,8 @@ def _parser():
     serve.add_argument("--ca-dir", help="CA directory (emulator.pki) for provisioning")
     serve.add_argument("--templates", help="provisioning templates file (JSON)")
     serve.add_argument("--quiet", action="store_true", help="log warnings only")
+    serve.add_argument("--job-minute", type=float, default=60.0, metavar="SECONDS",
+                       help="length of a minute of the job timers (default 60; short for tests)")
     serve.set_defaults(run=run_serve)
 
     _app(commands, "desired", "set desired state", "THING[/SHADOW]", "JSON")
@@ -99,6 +101,8 @@ def _parser():
         if action == "create":
             sub.add_argument("--document", required=True, metavar="FILE",
                              help="job document (JSON); - reads stdin")
+            sub.add_argument("--in-progress-timeout", type=int, metavar="MINUTES",
+                             help="timeoutConfig.inProgressTimeoutInMinutes (1-10080)")
     jobs.set_defaults(run=run_jobs)
     _app(commands, "ping", "check that an emulator is serving")
 
@@ -177,6 +181,8 @@ def run_jobs(args):
                 text = f.read()
         arguments["document"] = _json_arg(text)
         arguments["job_id"] = args.job_id or "job-%d" % int(time.time() * 1000)
+        if args.in_progress_timeout is not None:
+            arguments["in_progress_timeout"] = args.in_progress_timeout
     operation = {"create": "job", "cancel": "cancel-job", "describe": "job-execution"}
     result = control_request(operation[args.action], arguments, args.port, args.host,
                              args.timeout)
@@ -218,7 +224,8 @@ def run_serve(args):
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="emulator: %(message)s", stream=sys.stderr)
     ca = Pki(args.ca_dir) if args.ca_dir else None
-    emulator = Emulator(args.port, args.host, ca=ca, templates=args.templates)
+    emulator = Emulator(args.port, args.host, ca=ca, templates=args.templates,
+                        job_minute=args.job_minute)
     stop = _stop_event()
     emulator.start(wait=False)
     print("emulator: serving on %s:%d (SIGTERM or Ctrl-C stops)" % (args.host, args.port),

@@ -99,15 +99,16 @@ class Emulator:
     def __init__(self, port, host="127.0.0.1", ca=None, templates=None, clock=time.time,
                  client_id=None, max_depth=DEFAULT_MAX_DEPTH,
                  max_state_bytes=DEFAULT_MAX_STATE_BYTES, workdir=None, tick_interval=1.0,
-                 max_messages=100000, defender_interval=DEFENDER_INTERVAL):
+                 max_messages=100000, defender_interval=DEFENDER_INTERVAL, job_minute=60.0):
         """CA: an emulator.pki.Pki or its directory; TEMPLATES: a templates file path or
-        {name: Template}; CLOCK: seconds since the epoch, for all timestamps and expiry."""
+        {name: Template}; CLOCK: seconds since the epoch, for all timestamps and expiry;
+        JOB_MINUTE: seconds in a minute of a job's step and in-progress timers."""
         if isinstance(templates, str):
             templates = load_templates(templates)
         self.host, self.port = host, port
         self.clock = clock
         self.shadows = ShadowService(clock, max_depth, max_state_bytes)
-        self.jobs = JobsService(clock)
+        self.jobs = JobsService(clock, job_minute)
         self.defender = DefenderService(clock, defender_interval)
         self.provisioning = ProvisioningService(ca, templates, clock, workdir)
         self.messages = []
@@ -197,10 +198,11 @@ class Emulator:
 
     # ---- jobs, tunnels, provisioning records ----
 
-    def queue_job(self, thing, job_id, document):
-        """Queue a job execution for THING (CreateJob); publishes notify/notify-next."""
+    def queue_job(self, thing, job_id, document, in_progress_timeout=None):
+        """Queue a job execution for THING (CreateJob, with timeoutConfig's
+        inProgressTimeoutInMinutes if given); publishes notify/notify-next."""
         with self._lock:
-            self._publish_all(self.jobs.queue_job(thing, job_id, document))
+            self._publish_all(self.jobs.queue_job(thing, job_id, document, in_progress_timeout))
 
     def cancel_job(self, thing, job_id):
         """Cancel a pending execution (CancelJobExecution); publishes notify/notify-next."""
@@ -213,7 +215,8 @@ class Emulator:
             return self.jobs.execution(thing, job_id)
 
     def tick(self):
-        """Time out job executions whose step timer ran out (the ticker thread calls this)."""
+        """Time out job executions whose step or in-progress timer ran out (the ticker
+        thread calls this)."""
         with self._lock:
             self._publish_all(self.jobs.expire())
 
@@ -368,7 +371,8 @@ class Emulator:
             "publish": lambda a: self._publish_operation(a["topic"], a["payload"], a.get("qos", 1)),
             "tunnel": lambda a: self.open_tunnel(a["thing"], a["services"],
                                                  a.get("region", DEFAULT_REGION), a.get("token")),
-            "job": lambda a: self.queue_job(a["thing"], a["job_id"], a["document"]),
+            "job": lambda a: self.queue_job(a["thing"], a["job_id"], a["document"],
+                                            a.get("in_progress_timeout")),
             "cancel-job": lambda a: self.cancel_job(a["thing"], a["job_id"]),
             "job-execution": lambda a: self.job_execution(a["thing"], a["job_id"]),
             "things": lambda a: self.things,

@@ -3,17 +3,22 @@
 `JobsService` keeps each thing's job executions in memory and answers the
 device-side requests (get, start-next, JOBID/get incl. `$next`,
 JOBID/update) as a list of (topic, payload dict), adding the `notify` and
-`notify-next` events a change causes. The app side queues and cancels
-jobs; `expire()` times out executions whose step timer ran out. Timestamps
-come from an injectable clock, in seconds.
+`notify-next` events a change causes. The app side queues jobs (with
+CreateJob's in-progress timeout if it likes) and cancels them; `expire()`
+times out (TIMED_OUT) executions whose step timer (`stepTimeoutInMinutes`)
+or in-progress timer (`inProgressTimeoutInMinutes`, from the time it went
+IN_PROGRESS) ran out. Timestamps come from an injectable clock, in
+seconds; a timer's minute lasts `minute` seconds of it (60 unless a test
+wants its timeouts short).
 
 It does not route replies to the requesting client only (the caller
 publishes them on ordinary topics), model jobs beyond one execution per
-thing (no rollouts, retries, executionNumber > 1, in-progress timeouts,
-job-level status) or throttle.
+thing (no rollouts, retries, executionNumber > 1, job-level status) or
+throttle.
 """
 
 import json
+import math
 import re
 import time
 
@@ -21,7 +26,7 @@ QUEUED, IN_PROGRESS = "QUEUED", "IN_PROGRESS"
 DEVICE_STATUSES = ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED")
 PENDING = (QUEUED, IN_PROGRESS)
 NOTIFY_LIMIT = 10
-MAX_STEP_TIMEOUT = 10080
+MAX_STEP_TIMEOUT = 10080  # minutes, for step and in-progress timers alike
 MAX_TOKEN_CHARS = 64
 
 _JOB_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -64,7 +69,7 @@ def parse_topic(topic):
 class Execution:
     """One job execution on one thing."""
 
-    def __init__(self, job_id, document, now, order):
+    def __init__(self, job_id, document, now, order, in_progress_timeout=None):
         self.job_id = job_id
         self.document = document
         self.status = QUEUED
@@ -73,7 +78,9 @@ class Execution:
         self.version = 1
         self.number = 1
         self.details = {}
-        self.step_deadline = None
+        self.in_progress_timeout = in_progress_timeout  # minutes, or None
+        self.step_deadline = None  # clock() when the step timer runs out, or None
+        self.in_progress_deadline = None  # the same for the in-progress timer
         self.order = order
 
     @property
@@ -89,8 +96,14 @@ class Execution:
                       versionNumber=self.version)
         return result
 
-    def data(self, include_document=True):
-        """JobExecutionData as in start-next, describe and notify-next.
+    def deadline(self):
+        """When the first of its timers runs out (clock seconds), or None."""
+        deadlines = [d for d in (self.step_deadline, self.in_progress_deadline) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def data(self, include_document=True, now=None):
+        """JobExecutionData as in start-next, describe and notify-next, with
+        approximateSecondsBeforeTimedOut while a timer runs (given NOW).
 
         thingName is left out: live MQTT replies omit it (docs/aws-facts.md#jobs).
         """
@@ -104,6 +117,8 @@ class Execution:
                       executionNumber=self.number)
         if self.details:
             result["statusDetails"] = dict(self.details)
+        if now is not None and self.deadline() is not None:
+            result["approximateSecondsBeforeTimedOut"] = max(0, math.ceil(self.deadline() - now))
         return result
 
     def state(self):
@@ -114,42 +129,56 @@ class Execution:
         result["versionNumber"] = self.version
         return result
 
-    def change(self, status, now, details=None, step_timeout=None):
-        """Move to STATUS: bump the version, stamp times, set or clear the step timer."""
+    def change(self, status, now, details=None, step_timeout=None, minute=60.0, at=None):
+        """Move to STATUS: bump the version, stamp times (NOW, whole seconds), set
+        or clear the timers (from AT, the clock's exact time, MINUTE seconds a minute)."""
+        at = now if at is None else at
         self.status = status
         if status == IN_PROGRESS and self.started_at is None:
             self.started_at = now
+            if self.in_progress_timeout is not None:
+                self.in_progress_deadline = at + self.in_progress_timeout * minute
         if details is not None:
             self.details = details
         self.version += 1
         self.last_updated_at = now
-        if self.terminal or step_timeout == -1:
+        if self.terminal:
+            self.step_deadline = self.in_progress_deadline = None
+        elif step_timeout == -1:
             self.step_deadline = None
         elif step_timeout is not None:
-            self.step_deadline = now + step_timeout * 60
+            self.step_deadline = at + step_timeout * minute
 
 
 class JobsService:
     """Job executions of all things; requests in, (topic, payload) lists out."""
 
-    def __init__(self, clock=time.time):
+    def __init__(self, clock=time.time, minute=60.0):
         self.clock = clock
+        self.minute = minute  # seconds of CLOCK in a timer's minute
         self._things = {}
         self._order = 0
 
     # -- app side --
 
-    def queue_job(self, thing, job_id, document):
-        """Queue a new execution of JOB_ID on THING; returns the notifications."""
+    def queue_job(self, thing, job_id, document, in_progress_timeout=None):
+        """Queue a new execution of JOB_ID on THING, timed out IN_PROGRESS_TIMEOUT
+        minutes after it goes IN_PROGRESS (CreateJob's timeoutConfig) if given;
+        returns the notifications."""
         if not _JOB_ID.match(job_id or ""):
             raise ValueError("job id must be 1-64 characters of [a-zA-Z0-9_-]: %r" % job_id)
         if not isinstance(document, dict):
             raise ValueError("a job document must be a JSON object")
+        if in_progress_timeout is not None and not (
+                isinstance(in_progress_timeout, int) and not isinstance(in_progress_timeout, bool)
+                and 1 <= in_progress_timeout <= MAX_STEP_TIMEOUT):
+            raise ValueError("inProgressTimeoutInMinutes must be 1-%d" % MAX_STEP_TIMEOUT)
         if self._find(thing, job_id) is not None:
             raise ValueError("job %s already exists for %s" % (job_id, thing))
         before = self._heads(thing)
         self._order += 1
-        execution = Execution(job_id, json.loads(json.dumps(document)), self._now(), self._order)
+        execution = Execution(job_id, json.loads(json.dumps(document)), self._now(), self._order,
+                              in_progress_timeout)
         self._things.setdefault(thing, []).append(execution)
         return self._notifications(thing, before)
 
@@ -159,25 +188,26 @@ class JobsService:
         if execution is None or execution.terminal:
             raise ValueError("no pending job %s on %s" % (job_id, thing))
         before = self._heads(thing)
-        execution.change("CANCELED", self._now())
+        self._change(execution, "CANCELED")
         return self._notifications(thing, before)
 
     def execution(self, thing, job_id):
         """A copy of the execution as describe shows it, or None."""
         execution = self._find(thing, job_id)
-        return None if execution is None else execution.data()
+        return None if execution is None else execution.data(now=self.clock())
 
     def expire(self):
-        """Time out executions whose step timer has run out; returns the notifications."""
-        now = self._now()
+        """Time out executions whose step or in-progress timer has run out;
+        returns the notifications."""
+        at = self.clock()
         replies = []
         for thing, executions in self._things.items():
             due = [e for e in executions
-                   if not e.terminal and e.step_deadline is not None and e.step_deadline <= now]
+                   if not e.terminal and e.deadline() is not None and e.deadline() <= at]
             if due:
                 before = self._heads(thing)
                 for execution in due:
-                    execution.change("TIMED_OUT", now)
+                    self._change(execution, "TIMED_OUT")
                 replies += self._notifications(thing, before)
         return replies
 
@@ -216,8 +246,8 @@ class JobsService:
         if execution is None:
             return {}  # nothing pending: no "execution" field, not an error
         if execution.status == QUEUED:
-            execution.change(IN_PROGRESS, self._now(), details, step_timeout)
-        return {"execution": execution.data()}
+            self._change(execution, IN_PROGRESS, details, step_timeout)
+        return {"execution": execution.data(now=self.clock())}
 
     def _describe(self, thing, job_id, request):
         include_document = _flag(request, "includeJobDocument", True)
@@ -226,13 +256,14 @@ class JobsService:
             execution = self._next(thing)
             # With nothing pending the reply has no execution, as for
             # start-next; AWS's answer here is unconfirmed.
-            return {} if execution is None else {"execution": execution.data(include_document)}
+            return {} if execution is None else {
+                "execution": execution.data(include_document, self.clock())}
         execution = self._existing(thing, job_id, number)
         if execution.terminal:
             # Per the jobs-api ErrorResponse docs (docs/aws-facts.md#jobs).
             raise JobsError("TerminalStateReached", "Job execution %s is in terminal state %s"
                             % (job_id, execution.status))
-        return {"execution": execution.data(include_document)}
+        return {"execution": execution.data(include_document, self.clock())}
 
     def _update(self, thing, job_id, request):
         status = request.get("status")
@@ -252,7 +283,7 @@ class JobsService:
         if execution.terminal:
             raise JobsError("InvalidStateTransition", "Cannot update %s from terminal status %s"
                             " to %s" % (job_id, execution.status, status), execution.state())
-        execution.change(status, self._now(), details, step_timeout)
+        self._change(execution, status, details, step_timeout)
         reply = {}
         if include_state:
             reply["executionState"] = execution.state()
@@ -267,6 +298,10 @@ class JobsService:
 
     def _now(self):
         return int(self.clock())
+
+    def _change(self, execution, status, details=None, step_timeout=None):
+        at = self.clock()
+        execution.change(status, int(at), details, step_timeout, self.minute, at)
 
     def _find(self, thing, job_id):
         for execution in self._things.get(thing, ()):
@@ -306,7 +341,7 @@ class JobsService:
         if next_id != before[1]:
             event = {"timestamp": now}
             if next_id is not None:
-                event["execution"] = self._next(thing).data()
+                event["execution"] = self._next(thing).data(now=self.clock())
             replies.append((prefix + "/notify-next", event))
         return replies
 

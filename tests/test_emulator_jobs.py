@@ -229,6 +229,49 @@ def test_step_timeout_times_out_and_minus_one_clears(two_jobs, clock):
     assert two_jobs.execution("Gw1", "Job2")["status"] == "IN_PROGRESS"
 
 
+def test_in_progress_timeout_runs_from_in_progress_whatever_the_step_timer(jobs, clock):
+    jobs.queue_job("Gw1", "Slow", DOC1, in_progress_timeout=2)
+    clock.now += 1000  # queued time does not count
+    assert jobs.expire() == []
+    started = only(call(jobs, T + "/start-next", {"stepTimeoutInMinutes": 5}),
+                   T + "/start-next/accepted")["execution"]
+    assert started["approximateSecondsBeforeTimedOut"] == 120  # the sooner of the two timers
+    clock.now += 30
+    call(jobs, T + "/Slow/update", {"status": "IN_PROGRESS", "stepTimeoutInMinutes": -1})
+    assert jobs.execution("Gw1", "Slow")["approximateSecondsBeforeTimedOut"] == 90
+    clock.now += 89
+    assert jobs.expire() == []
+    clock.now += 1
+    replies = jobs.expire()
+    assert [t for t, _ in replies] == [T + "/notify", T + "/notify-next"]
+    assert replies[1][1] == {"timestamp": clock.now}  # nothing pending any more
+    e = jobs.execution("Gw1", "Slow")
+    assert e["status"] == "TIMED_OUT" and "approximateSecondsBeforeTimedOut" not in e
+    # What the device hears when it reports afterwards, or asks.
+    rejected = only(call(jobs, T + "/Slow/update", {"status": "SUCCEEDED", "expectedVersion": 4}),
+                    T + "/Slow/update/rejected")
+    assert rejected["code"] == "InvalidStateTransition"
+    assert rejected["executionState"] == {"status": "TIMED_OUT", "versionNumber": 4}
+    assert only(call(jobs, T + "/Slow/get"), T + "/Slow/get/rejected")["code"] == \
+        "TerminalStateReached"
+
+
+@pytest.mark.parametrize("minutes", [0, 10081, 1.5, True, "5"])
+def test_in_progress_timeout_is_1_to_10080_minutes(jobs, minutes):
+    with pytest.raises(ValueError):
+        jobs.queue_job("Gw1", "J", DOC1, in_progress_timeout=minutes)
+
+
+def test_a_timer_minute_can_be_shortened_for_tests(clock):
+    jobs = JobsService(clock, minute=0.5)
+    jobs.queue_job("Gw1", "Quick", DOC1, in_progress_timeout=3)
+    call(jobs, T + "/start-next", {"stepTimeoutInMinutes": 1})
+    clock.now += 0.4
+    assert jobs.expire() == []
+    clock.now += 0.1
+    assert jobs.expire() and jobs.execution("Gw1", "Quick")["status"] == "TIMED_OUT"
+
+
 def test_cancel_job(two_jobs, clock):
     replies = two_jobs.cancel_job("Gw1", "Job1")
     assert [t for t, _ in replies] == [T + "/notify", T + "/notify-next"]

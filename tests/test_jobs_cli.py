@@ -3,7 +3,7 @@
 import json
 
 from process import wait_until
-from test_emulator_cli import cli, one_line_error, serve  # noqa: F401 (the fixture)
+from test_emulator_cli import Process, cli, one_line_error, serve  # noqa: F401 (the fixture)
 from test_jobs import THING, Handlers, doc, step
 
 
@@ -40,3 +40,26 @@ def test_create_describe_and_cancel(serve, broker, certstore, daemon_factory, tm
         cli(port, "jobs", "cancel", "--thing", THING, "--job-id", "long"))
     assert "no job nope" in one_line_error(
         cli(port, "jobs", "describe", "--thing", THING, "--job-id", "nope"))
+
+
+def test_create_with_an_in_progress_timeout(broker, tmp_path):
+    port = broker.plain_port
+    emulator = Process(str(tmp_path), "serve-quick", "serve", "--port", str(port),
+                    "--job-minute", "0.5")
+    emulator.wait_output("and subscribed")
+    try:
+        document = tmp_path / "job.json"
+        document.write_text(json.dumps(doc(step("hello"))))
+        assert "inProgressTimeoutInMinutes must be 1-10080" in one_line_error(
+            cli(port, "jobs", "create", "--thing", THING, "--document", str(document),
+                "--in-progress-timeout", "0"))
+        assert cli(port, "jobs", "create", "--thing", THING, "--document", str(document),
+                   "--job-id", "quick", "--in-progress-timeout", "2").returncode == 0
+        assert "approximateSecondsBeforeTimedOut" not in describe(port, "quick")  # queued
+        # A device starts it; 2 minutes of 0.5 s later the service times it out.
+        assert cli(port, "publish", "$aws/things/%s/jobs/start-next" % THING, "{}"
+                   ).returncode == 0
+        wait_until(lambda: describe(port, "quick")["status"] == "TIMED_OUT", 10,
+                   "the job to time out")
+    finally:
+        assert emulator.terminate() == 0, emulator.output()

@@ -1,7 +1,8 @@
 """--jobs while a step runs, end to end: what --status-file and `chariotd
 --status` show of it, that the rest of the daemon carries on meanwhile, that
-a step flooding its output costs the daemon no memory, and that no step
-outlives the daemon. The handlers are test_jobs.py's `act`."""
+a step flooding its output costs the daemon no memory, that no step
+outlives the daemon, and that a job the service times out (CreateJob's
+in-progress timeout) has its step killed. The handlers are test_jobs.py's `act`."""
 
 import json
 import os
@@ -12,6 +13,8 @@ import pytest
 from process import CHARIOTD, drop_action, wait_until
 from test_jobs import THING, alive, doc, finished, handler_directory, start, step
 from test_shadow_helpers import json_service, read_file, wait_synced
+
+from emulator.cloud import Emulator
 
 
 @pytest.fixture
@@ -150,3 +153,27 @@ def test_a_step_that_ignores_sigterm_does_not_outlive_the_daemon(
     d.wait_log("stopping job stubborn's handler")
     wait_until(lambda: not alive(run["pid"]), 10, "the handler to be killed")
     assert emulator.job_execution(THING, "stubborn")["status"] == "IN_PROGRESS"
+
+
+def test_a_job_the_service_times_out_has_its_step_killed(broker, certstore, daemon_factory,
+                                                         handlers):
+    # CreateJob's timeoutConfig: 2 minutes IN_PROGRESS, a minute lasting 1 s here.
+    with Emulator(broker.plain_port, tick_interval=0.1, job_minute=1.0).start() as emulator:
+        d = start(daemon_factory, certstore, handlers)
+        emulator.queue_job(THING, "slow", doc(step("slow", args=["sleep=600"])),
+                           in_progress_timeout=2)
+        run = handlers.wait_runs(1)[0]
+        e = finished(emulator, "slow")
+        assert e["status"] == "TIMED_OUT"
+        d.wait_log("job slow on Gw1 is .* in the cloud; stopping it")
+        wait_until(lambda: not alive(run["pid"]), 10, "the step to be killed")
+        # The device reported nothing over it; the service refuses any update now.
+        emulator.queue_job(THING, "next", doc(step("next")))
+        assert finished(emulator, "next")["status"] == "SUCCEEDED"
+        assert emulator.job_execution(THING, "slow")["status"] == "TIMED_OUT"
+        emulator.publish("$aws/things/%s/jobs/slow/update" % THING,
+                         {"status": "SUCCEEDED", "clientToken": "late"})
+        rejected = emulator.wait_topic("$aws/things/%s/jobs/slow/update/rejected" % THING)
+        assert rejected[-1].json()["code"] == "InvalidStateTransition"
+        assert rejected[-1].json()["executionState"]["status"] == "TIMED_OUT"
+        assert len(handlers.runs()) == 2
