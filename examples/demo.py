@@ -27,10 +27,8 @@ what it changed:
    examples/jobs/download-file.sh and the job SUCCEEDS.
 
 The example definitions are copied into the temporary directory with their
-device paths rewritten as examples/README.md describes. A step whose
-feature is not in the tree yet (lib/provisioning.py, lib/shadowsync.py,
-lib/messages.py) is skipped with a line saying what it will show. Every
-wait has a deadline; on a failure the demo says what did not happen, shows
+device paths rewritten as examples/README.md describes. Every wait has a
+deadline; on a failure the demo says what did not happen, shows
 the end of chariotd's log and exits 1. Whatever happens, Ctrl-C included,
 it stops chariotd, the emulator and mosquitto and removes the directory.
 """
@@ -58,6 +56,7 @@ from emulator.cloud import Emulator  # noqa: E402
 from emulator.pki import Pki  # noqa: E402
 from emulator.shadow import ShadowError  # noqa: E402
 from lib.certstore import CertStore  # noqa: E402
+from lib.services import load_services  # noqa: E402
 
 CHARIOTD = os.path.join(ROOT, "chariotd.py")
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -107,11 +106,6 @@ class Out:
     def title(self, text):
         self.step += 1
         print("\n%d. %s" % (self.step, self.short(text)), flush=True)
-
-    def skipped(self, steps, text):
-        first, self.step = self.step + 1, self.step + steps
-        numbers = "%d-%d" % (first, self.step) if steps > 1 else str(first)
-        print("\n%s. (skipped) %s" % (numbers, self.short(text)), flush=True)
 
     def line(self, text):
         print("   " + self.short(text), flush=True)
@@ -219,24 +213,6 @@ def log_tail(path, lines=20):
 
 # ---- the setting -------------------------------------------------------------
 
-def feature_missing(module):
-    """Why a step cannot run yet, or None."""
-    if not os.path.exists(os.path.join(ROOT, "lib", module + ".py")):
-        return "lib/%s.py is not in the tree yet" % module
-    return None
-
-
-def shadow_missing():
-    missing = feature_missing("shadowsync")
-    if missing:
-        return missing
-    names = os.listdir(os.path.join(EXAMPLES, "services")) \
-        if os.path.isdir(os.path.join(EXAMPLES, "services")) else []
-    if not {"console", "ssh"} <= {os.path.splitext(n)[0] for n in names}:
-        return "examples/services/console.* and ssh.* are not in the tree yet"
-    return None
-
-
 class Demo:
     """The temporary directory and everything running in it."""
 
@@ -246,8 +222,6 @@ class Demo:
         self.args = []
         self.certstore = os.path.join(directory, "certstore")
         self.logpath = os.path.join(directory, "chariotd.log")
-        self.missing = {"provisioning": feature_missing("provisioning"),
-                        "shadow": shadow_missing(), "messages": feature_missing("messages")}
 
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
@@ -281,18 +255,14 @@ class Demo:
     # -- chariotd's command line --
 
     def chariotd_args(self):
-        args = ["--clientid=" + THING, "--cacert=" + self.pki.ca_cert,
-                "--certstore=" + self.certstore]
-        if not self.missing["provisioning"]:
-            args.append("--fleetprov=" + self.write_fleetprov())
-        if not self.missing["shadow"]:
-            args += ["--services=%s:%s" % (THING, self.copy_services()),
-                     "--updates=%s:%s" % (THING, self.path("updates"))]
-        if not self.missing["messages"]:
-            args.append("--messages=" + self.path("messages"))
         shutil.copytree(os.path.join(ROOT, "examples", "jobs"), self.path("jobs"))
-        args.append("--jobs=%s:%s" % (THING, self.path("jobs")))
-        return args
+        return ["--clientid=" + THING, "--cacert=" + self.pki.ca_cert,
+                "--certstore=" + self.certstore,
+                "--fleetprov=" + self.write_fleetprov(),
+                "--services=%s:%s" % (THING, self.copy_services()),
+                "--updates=%s:%s" % (THING, self.path("updates")),
+                "--messages=" + self.path("messages"),
+                "--jobs=%s:%s" % (THING, self.path("jobs"))]
 
     def write_fleetprov(self):
         lay_out_certstore(self.certstore, self.endpoint)  # no certificate: provision one
@@ -362,8 +332,6 @@ def lay_out_certstore(directory, endpoint, cert_id=None, cert=None, key=None):
 
 def check_services(directory, demo_dir):
     """Refuse to run a definition that would still touch the device's own files."""
-    from lib.services import load_services  # part of the shadow feature, like the step
-
     services, errors = load_services(directory)
     if errors:
         raise DemoFailed("example service definitions: " + "; ".join(errors))
@@ -406,17 +374,6 @@ def provisioning(demo):
         raise DemoFailed("restarted chariotd connected with %s, not the new certificate" % used)
     OUT.line("restarted (same command line), chariotd connected to %s with certificate %s…"
              % (demo.endpoint, used[:SHORT]))
-
-
-def without_provisioning(demo):
-    OUT.skipped(1, "Fleet provisioning: %s. Once that lands, this step shows chariotd starting "
-                "with only a claim certificate, provisioning a device certificate and "
-                "exiting 0, and the restart connecting with it." % demo.missing["provisioning"])
-    lay_out_certstore(demo.certstore, demo.endpoint, THING, *demo.pki.issue(THING))
-    demo.start_daemon()
-    demo.wait_connected()
-    OUT.line("instead, the demo CA issued a device certificate; chariotd connected to %s"
-             % demo.endpoint)
 
 
 def desired_state(demo):
@@ -569,39 +526,16 @@ def stop_daemon(demo):
         raise DemoFailed("chariotd exited with status %s on SIGTERM" % status)
 
 
-def skip_shadow(reason):
-    OUT.skipped(3, "Device shadow services: %s. Once that lands, these steps show a desired state "
-                "from the app writing console.rc (SHELL) and ssh.json (JSON), the notify "
-                "command installing authorized_keys and reported following; the console "
-                "switched off from the cloud; and a local --updates file reaching reported."
-                % reason)
-
-
-def skip_messages(reason):
-    OUT.skipped(2, "Message spool: %s. Once that lands, these steps show a file renamed into the "
-                "--messages spool arriving at the app, and a backlog spooled while chariotd "
-                "was stopped draining with its priority message first." % reason)
-
-
 def run(demo):
     demo.start_cloud()
     demo.args = demo.chariotd_args()
     OUT.line("chariotd runs as: chariotd.py " + " ".join(demo.args))
-    if demo.missing["provisioning"]:
-        without_provisioning(demo)
-    else:
-        provisioning(demo)
-    if demo.missing["shadow"]:
-        skip_shadow(demo.missing["shadow"])
-    else:
-        desired_state(demo)
-        console_off(demo)
-        local_update(demo)
-    if demo.missing["messages"]:
-        skip_messages(demo.missing["messages"])
-    else:
-        one_message(demo)
-        backlog(demo)
+    provisioning(demo)
+    desired_state(demo)
+    console_off(demo)
+    local_update(demo)
+    one_message(demo)
+    backlog(demo)
     a_job(demo)
     stop_daemon(demo)
 
