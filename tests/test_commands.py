@@ -68,8 +68,6 @@ def test_backlog_at_start_up_is_handled_in_name_order(tmp_path, certstore, daemo
     assert d.stop() == 0
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "lib", "shadowsync.py")),
-                    reason="shadow sync is not in this tree yet")
 def test_refetch_fetches_the_shadow_again(tmp_path, certstore, daemon_factory, broker,
                                          emulator):
     observer = Observer(broker.plain_port, topics=("$aws/things/thing-r/shadow/get",))

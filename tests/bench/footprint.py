@@ -10,10 +10,7 @@ VmHWM, RssAnon) and /proc/PID/smaps_rollup (Pss, Private) at each stage:
   1. idle, connected;
   2. with 1,000 and then 10,000 message files waiting in its --messages
      directory while the broker is stopped: SIGSTOPped, so the TCP connection
-     stays up but nothing is acknowledged (killing the broker would make the
-     daemon exit by design after six failed reconnects, within seconds, before
-     a backlog of 10,000 files can be written on a slow board);
-     only when lib/messages.py exists and the daemon starts with --messages;
+     stays up but nothing is acknowledged (unless --no-messages);
   3. after SIGCONT, once new/ is empty (drained at the default publish rate).
 
 For comparison it also measures bare interpreters (`python3 -c pass` and
@@ -49,7 +46,6 @@ from process import DaemonProcess, make_certstore  # noqa: E402
 from emulator.broker import Broker, mosquitto_path  # noqa: E402
 from emulator.pki import Pki  # noqa: E402
 
-NO_MESSAGES = "messages feature not available yet"
 STATUS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads")
 ROLLUP_KEYS = ("Pss", "Pss_Anon", "Private_Clean", "Private_Dirty")
 COLUMNS = ("RSS", "HWM", "anon", "PSS", "private", "thr")
@@ -189,11 +185,6 @@ def _exit_on_signal(signum, _frame):
     raise SystemExit("footprint: got signal %d; stopping" % signum)
 
 
-def messages_available():
-    return os.path.exists(os.path.join(ROOT, "lib", "messages.py")) or \
-        os.path.isdir(os.path.join(ROOT, "lib", "messages"))
-
-
 def write_messages(msgdir, first, count, payload_bytes):
     """Drop message files the way a writer should: tmp/ then rename into new/."""
     tmp, new = os.path.join(msgdir, "tmp"), os.path.join(msgdir, "new")
@@ -297,30 +288,21 @@ class Run:
         self.baselines()
         self.start_infra()
         msgdir = os.path.join(self.work, "messages")
-        with_messages = messages_available() and not a.no_messages
+        with_messages = not a.no_messages
         extra = []
         if with_messages:
             # The broker is frozen for a while on purpose: do not let the
             # jam timeout end the daemon meanwhile.
             extra = ["--messages=" + msgdir, "--default-message-jam-timeout=3600"]
         d = self.start_daemon(extra)
-        try:
-            self.wait_connected()
-        except AssertionError as e:
-            if not with_messages:
-                raise
-            print("daemon did not come up with --messages:\n%s" % e, flush=True)
-            d.close()
-            with_messages = False
-            d = self.start_daemon([])
-            self.wait_connected()
+        self.wait_connected()
         time.sleep(a.settle)
         self.add("chariotd idle, connected", settle(d.proc.pid, quiet=a.quiet),
                  "with --messages" if with_messages else "")
         if a.smaps:
             self.print_mappings(d.proc.pid)
         if not with_messages:
-            why = "skipped (--no-messages)" if a.no_messages else NO_MESSAGES
+            why = "skipped (--no-messages)"
             print(why, flush=True)
             self.rows.append(("backlog / drain", None, why))
             return
@@ -389,8 +371,6 @@ class Run:
         code, prev = "", bare
         print("  %-34s %7d %7s %8d" % ("python3 -c pass", bare["VmRSS"], "", n0))
         for label, stmt in CHAIN:
-            if stmt == "import lib.messages" and not messages_available():
-                continue
             code += stmt + "\n"
             mem, n = measure_interpreter(code)
             print("  %-34s %7d %+7d %8d" % (label, mem["VmRSS"], mem["VmRSS"] - prev["VmRSS"],
