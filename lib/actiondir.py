@@ -70,13 +70,10 @@ class ActionDir:
             for entry in it:
                 yield entry.name
 
-    def read(self, name, limit=None):
-        """Return the bytes of new/NAME; refuse non-regular files and files over limit."""
-        return self.read_with_stat(name, limit)[0]
-
     def read_with_stat(self, name, limit=None, max_links=None):
-        """(bytes, os.stat_result) of new/NAME, as read() checks them; with
-        max_links, LinkedFile (nothing read) if it has more hard links."""
+        """(bytes, os.stat_result) of new/NAME: NotRegularFile for anything but a
+        regular file, FileTooLarge over limit bytes, and with max_links,
+        LinkedFile (nothing read) if it has more hard links."""
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                          dir_fd=self._new_fd)

@@ -87,11 +87,15 @@ def test_non_regular_entries_are_never_opened(tmp_path, watcher):
     assert seen == []
 
 
-def test_oversized_file_is_refused(tmp_path):
+def test_oversized_file_is_refused(tmp_path, watcher, caplog):
     adir = ActionDir(str(tmp_path))
-    drop(adir, "big", b"x" * 2000)
-    with pytest.raises(OSError, match="limit"):
-        adir.read("big", limit=1000)
+    drop(adir, "big", b"x" * 1001)
+    drop(adir, "small", b"x" * 1000)
+    seen = []
+    Consumer(watcher, adir, lambda name, data: seen.append(name), limit=1000)
+    assert seen == ["small"]
+    assert os.listdir(adir.failed) == ["big"] and os.listdir(adir.new) == []
+    assert "1001 bytes, over the 1000 byte limit; moved to failed/" in caplog.text
 
 
 def test_failed_is_pruned_to_keep_count(tmp_path):
