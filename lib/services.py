@@ -114,19 +114,11 @@ def load_services(directory):
     return services, errors
 
 
-def load_service(path):
-    """Load one definition file; raises DefinitionError."""
-    return _load(path)[0]
-
-
 def _load(path):
-    """(Service, warnings) for one file; raises DefinitionError."""
+    """(Service, warnings) for one file of a suffix _READERS knows; raises DefinitionError."""
     suffix = os.path.splitext(path)[1]
-    reader = _READERS.get(suffix)
-    if reader is None:
-        raise DefinitionError("not a service definition (.js, .json or .py)")
     _check_regular_file(path)
-    values = reader(path)
+    values = _READERS[suffix](path)
     warnings = []
     if suffix != ".py":
         # A .py module has helpers and imports; in .js/.json every key is

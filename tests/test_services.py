@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from lib.services import DefinitionError, Service, load_service, load_services
+from lib.services import Service, load_services
 
 MINIMAL = {"key": "net", "outfile": "/etc/net.conf", "outformat": "SHELL", "notifycmd": "true"}
 
@@ -367,18 +367,6 @@ def test_unknown_keys_are_reported_but_the_service_loads(tmp_path):
     services, errors = load_services(str(tmp_path))
     assert list(services) == ["net"]
     assert errors == ["%s: ignoring unknown key 'intialnotify'" % path]
-
-
-# --- load_service ------------------------------------------------------------
-
-
-def test_load_service_raises_definition_error(tmp_path):
-    path = write_json(tmp_path, "a.json", {"key": "net"})
-    with pytest.raises(DefinitionError, match="missing required key 'notifycmd'"):
-        load_service(path)
-    with pytest.raises(DefinitionError, match="not a service definition"):
-        load_service(write(tmp_path, "a.txt", "x"))
-    assert load_service(write_json(tmp_path, "b.json", MINIMAL)).key == "net"
 
 
 def test_service_has_slots():
