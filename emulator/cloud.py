@@ -209,6 +209,11 @@ class Emulator:
         with self._lock:
             self._publish_all(self.jobs.cancel_job(thing, job_id))
 
+    def throttle_jobs(self, thing, count):
+        """Answer THING's next COUNT Jobs requests with RequestThrottled."""
+        with self._lock:
+            self.jobs.throttle(thing, count)
+
     def job_execution(self, thing, job_id):
         """The execution as DescribeJobExecution shows it, or None."""
         with self._lock:

@@ -14,7 +14,7 @@ wants its timeouts short).
 It does not route replies to the requesting client only (the caller
 publishes them on ordinary topics), model jobs beyond one execution per
 thing (no rollouts, retries, executionNumber > 1, job-level status) or
-throttle.
+throttle by rate (`throttle()` refuses a thing's next requests, for tests).
 """
 
 import json
@@ -157,6 +157,7 @@ class JobsService:
         self.clock = clock
         self.minute = minute  # seconds of CLOCK in a timer's minute
         self._things = {}
+        self._throttled = {}  # thing -> how many more of its requests to refuse
         self._order = 0
 
     # -- app side --
@@ -190,6 +191,11 @@ class JobsService:
         before = self._heads(thing)
         self._change(execution, "CANCELED")
         return self._notifications(thing, before)
+
+    def throttle(self, thing, count):
+        """Refuse THING's next COUNT requests with RequestThrottled, as AWS does when
+        the account's Jobs API rate is exceeded (tests: a device must retry)."""
+        self._throttled[thing] = count
 
     def execution(self, thing, job_id):
         """A copy of the execution as describe shows it, or None."""
@@ -225,6 +231,10 @@ class JobsService:
                 raise JobsError("InvalidTopic", "The topic %s does not name a Jobs API" % topic)
             request = _parse(payload)
             token = _client_token(request)
+            if self._throttled.get(thing):
+                self._throttled[thing] -= 1
+                # The message text is the emulator's; AWS's is not documented.
+                raise JobsError("RequestThrottled", "Rate exceeded for %s" % thing)
             before = self._heads(thing)
             reply = self._handlers[api](self, thing, job_id, request)
         except JobsError as e:

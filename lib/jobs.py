@@ -10,7 +10,9 @@ outcome with UpdateJobExecution:
 - Progress (lib/jobprogress.py) goes out as IN_PROGRESS updates, at most
   one per PROGRESS_INTERVAL, later reports merged into the next.
 - Updates carry expectedVersion; a VersionMismatch is settled from the
-  executionState in the reply. A job found CANCELED, TIMED_OUT or removed
+  executionState in the reply; a RequestThrottled or InternalError one is
+  sent again UPDATE_RETRY_DELAY later. Requests and their replies are
+  matched by lib/jobrequests.py. A job found CANCELED, TIMED_OUT or removed
   (notify-next moves on, a reply says the execution is terminal or gone,
   or a describe after reconnecting says so) has its handler stopped and is
   not reported on.
@@ -28,11 +30,11 @@ import json
 import logging
 import os
 import re
-import secrets
 import time
 
 from . import jobdoc
 from .jobcheck import Refused
+from .jobrequests import RUN_TOKEN, Requests
 from .jobrunner import Runner, utc
 
 log = logging.getLogger("chariotd")
@@ -41,14 +43,12 @@ THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
 RUN_KEY = "chariotdRun"
 RESUME_KEY = "resumeAfterRestart"
-REPLY_TIMEOUT = 30.0
 RETRY_DELAY = 30.0
+UPDATE_RETRY_DELAY = 5.0
+TRANSIENT = ("RequestThrottled", "InternalError")  # update refused for now, not for good
 PROGRESS_INTERVAL = 1.0
 INTERRUPTED = ("interrupted: chariotd stopped while the job was in progress (crash, power cut "
                "or restart); not run again")
-
-# Marks the executions this process started; any other IN_PROGRESS one was interrupted.
-RUN_TOKEN = "%d-%s" % (os.getpid(), secrets.token_hex(6))
 
 
 def start(daemon):
@@ -103,15 +103,13 @@ class ThingJobs:
     def __init__(self, daemon, thing, dirs, allow_commands, step_timeout):
         self._daemon = daemon
         self._loop = daemon.loop
-        self._publisher = daemon.publisher
         self._conn = daemon.connection
         self.thing = thing
         self._run_options = (dirs, allow_commands, step_timeout)
-        self._prefix = "$aws/things/%s/jobs" % thing
+        self._requests = Requests(self._loop, daemon.publisher, thing)
+        self._prefix = self._requests.prefix
         self._run = None
-        self._waiting = {}  # clientToken -> (on_accepted, on_rejected, timer)
         self._starting = False
-        self._seq = 0
         self._retry = None
         self._stopped = False
         for suffix in ("notify-next", "start-next/accepted", "start-next/rejected",
@@ -121,22 +119,6 @@ class ThingJobs:
         self._conn.on_up(self._connected)  # requests in flight are settled again then
 
     # -- the Jobs service ---------------------------------------------------
-
-    def _request(self, suffix, body, accepted, rejected, lost=None):
-        self._seq += 1
-        token = "chariotd-%s-%d" % (RUN_TOKEN, self._seq)
-        body = dict(body, clientToken=token)
-        timer = self._loop.call_later(REPLY_TIMEOUT, self._no_reply, token, lost)
-        self._waiting[token] = (accepted, rejected, timer)
-        self._publisher.publish(self._prefix + "/" + suffix,
-                                json.dumps(body, separators=(",", ":")).encode(), 1,
-                                lambda ok: None)
-
-    def _no_reply(self, token, lost):
-        if self._waiting.pop(token, None) is not None:
-            log.warning("jobs for %s: no reply to a request within %ds", self.thing, REPLY_TIMEOUT)
-            if lost:
-                lost()
 
     def _message(self, topic, payload):
         try:
@@ -149,18 +131,11 @@ class ThingJobs:
         rest = topic[len(self._prefix) + 1:]
         if rest == "notify-next":
             self._notify_next(doc)
-            return
-        waiting = self._waiting.pop(doc.get("clientToken"), None)
-        if waiting is None:
-            return  # someone else's reply, or a repeat
-        accepted, rejected, timer = waiting
-        timer.cancel()
-        (accepted if rest.endswith("/accepted") else rejected)(doc)
+        else:
+            self._requests.reply(rest, doc)
 
     def _connected(self):
-        for _accepted, _rejected, timer in self._waiting.values():
-            timer.cancel()
-        self._waiting.clear()
+        self._requests.forget()
         self._starting = False
         run = self._run
         if run is None:
@@ -189,7 +164,7 @@ class ThingJobs:
             self._retry.cancel()
             self._retry = None
         self._starting = True
-        self._request("start-next", {"statusDetails": {RUN_KEY: RUN_TOKEN}},
+        self._requests.send("start-next", {"statusDetails": {RUN_KEY: RUN_TOKEN}},
                       self._start_accepted, self._start_rejected, self._start_lost)
 
     def _start_lost(self):
@@ -244,7 +219,7 @@ class ThingJobs:
         runner.start()
 
     def _describe(self, run):
-        self._request("%s/get" % run.job_id, {"includeJobDocument": False},
+        self._requests.send("%s/get" % run.job_id, {"includeJobDocument": False},
                       lambda doc: self._described(run, doc),
                       lambda doc: self._describe_rejected(run, doc))
 
@@ -303,7 +278,7 @@ class ThingJobs:
         if run.number is not None:
             body["executionNumber"] = run.number
         run.inflight = body
-        self._request("%s/update" % run.job_id, body, lambda doc: self._updated(run, doc),
+        self._requests.send("%s/update" % run.job_id, body, lambda doc: self._updated(run, doc),
                       lambda doc: self._update_rejected(run, doc), lambda: self._update_lost(run))
 
     def _progress_due(self, run):
@@ -346,6 +321,15 @@ class ThingJobs:
             if body and body["status"] == "IN_PROGRESS" and run.final_update is None:
                 run.progress = dict(body.get("statusDetails") or {}, **(run.progress or {}))
             self._send_update(run)
+            return
+        if code in TRANSIENT and body:
+            # Throttled (the fleet shares the account's rate) or a fault: the same
+            # update again later, holding back others meanwhile.
+            log.warning("job %s on %s: update refused for now (%s); again in %ds", run.job_id,
+                        self.thing, code, UPDATE_RETRY_DELAY)
+            run.inflight = body
+            self._loop.call_later(UPDATE_RETRY_DELAY, lambda: run.inflight is body and
+                                  self._update_lost(run))
             return
         log.error("job %s on %s: update rejected: %s %s", run.job_id, self.thing, code,
                   doc.get("message"))

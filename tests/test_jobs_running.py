@@ -177,3 +177,18 @@ def test_a_job_the_service_times_out_has_its_step_killed(broker, certstore, daem
         assert rejected[-1].json()["code"] == "InvalidStateTransition"
         assert rejected[-1].json()["executionState"]["status"] == "TIMED_OUT"
         assert len(handlers.runs()) == 2
+
+
+def test_a_throttled_outcome_is_sent_again(emulator, certstore, daemon_factory, handlers):
+    d = start(daemon_factory, certstore, handlers)
+    gate = os.path.join(handlers.records, "gate")
+    emulator.queue_job(THING, "busy", doc(step("busy", args=["wait=" + gate, "err=last words",
+                                                              "exit=4"])))
+    handlers.wait_runs(1)
+    emulator.throttle_jobs(THING, 2)  # the outcome, and its first retry
+    open(gate, "w").close()
+    e = finished(emulator, "busy", timeout=30)
+    assert e["status"] == "FAILED"
+    assert e["statusDetails"]["stderr"] == "last words"  # the details were kept
+    assert len(handlers.runs()) == 1  # and the job did not run again
+    assert d.log().count("update refused for now (RequestThrottled); again in 5s") == 2
