@@ -31,6 +31,7 @@ OUTPUT_LIMIT = 1024 * 1024
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 
 _groups = set()  # process group ids of children that may still be running
+_stopping = set()  # of those, the groups stop_soon() sent SIGTERM (stop_all() does not again)
 _groups_lock = threading.Lock()
 running = 0  # children of run() and launch() not yet finished, for --status-file
 on_change = None  # on_change() on the loop thread when running changes (lib/status.py)
@@ -97,6 +98,7 @@ def group_alive(pgid):
     except ProcessLookupError:
         with _groups_lock:
             _groups.discard(pgid)
+            _stopping.discard(pgid)
         return False
     except PermissionError:
         return True
@@ -110,6 +112,7 @@ def signal_group(pgid, sig):
     except ProcessLookupError:
         with _groups_lock:
             _groups.discard(pgid)
+            _stopping.discard(pgid)
         return False
     except PermissionError:
         pass
@@ -130,11 +133,16 @@ def stop_group(pgid, grace=STOP_GRACE):
 def stop_soon(proc, grace=STOP_GRACE):
     """stop_group() for PROC's group without blocking the caller. What the
     group holds dies too, even when its leader exits at the SIGTERM."""
+    with _groups_lock:
+        _stopping.add(proc.pid)
     threading.Thread(target=stop_group, args=(proc.pid, grace), daemon=True).start()
 
 
-def stop_groups(pgids, grace=STOP_GRACE):
-    alive = [g for g in pgids if signal_group(g, signal.SIGTERM)]
+def stop_groups(pgids, grace=STOP_GRACE, terminated=()):
+    """SIGTERM each group (but those in TERMINATED, which have had theirs), wait up
+    to grace seconds for them to go, then SIGKILL what is left."""
+    alive = [g for g in pgids
+             if (group_alive(g) if g in terminated else signal_group(g, signal.SIGTERM))]
     deadline = time.monotonic() + grace
     while alive and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -147,8 +155,9 @@ def stop_all(grace=STOP_GRACE):
     """The daemon is exiting: stop every child process group still running."""
     with _groups_lock:
         pgids = list(_groups)
+        terminated = _stopping & _groups
     if pgids:
-        stop_groups(pgids, grace)
+        stop_groups(pgids, grace, terminated)
 
 
 def run(loop, command, done, stdin=b"", timeout=10, env=None, shell=True):

@@ -144,14 +144,28 @@ def test_a_step_flooding_its_output_keeps_the_daemon_small(emulator, certstore,
     assert peak - before < 8 * 1024, (before, peak, max(during))
 
 
+STUBBORN = """#!/bin/sh
+# Notes each SIGTERM and carries on; only SIGKILL ends it.
+trap 'echo TERM >>"$0.terms"' TERM
+echo $$ >"$0.pid"
+while :; do sleep 0.1; done
+"""
+
+
 def test_a_step_that_ignores_sigterm_does_not_outlive_the_daemon(
         emulator, certstore, daemon_factory, handlers):
+    stubborn = os.path.join(handlers.dir, "stubborn.sh")
+    with open(stubborn, "w") as f:
+        f.write(STUBBORN)
+    os.chmod(stubborn, 0o755)
     d = start(daemon_factory, certstore, handlers)
-    emulator.queue_job(THING, "stubborn", doc(step("stubborn", args=["noterm", "sleep=600"])))
-    run = handlers.wait_runs(1)[0]
+    emulator.queue_job(THING, "stubborn", doc(step("stubborn", handler="stubborn.sh")))
+    pid = int(wait_until(lambda: os.path.exists(stubborn + ".pid") and read_file(stubborn + ".pid"),
+                         15, "the step to start"))
     assert d.stop(timeout=20) == 0
     d.wait_log("stopping job stubborn's handler")
-    wait_until(lambda: not alive(run["pid"]), 10, "the handler to be killed")
+    wait_until(lambda: not alive(pid), 10, "the handler to be killed")
+    assert read_file(stubborn + ".terms") == "TERM\n"  # one SIGTERM, then SIGKILL
     assert emulator.job_execution(THING, "stubborn")["status"] == "IN_PROGRESS"
 
 
