@@ -7,8 +7,9 @@ proxy, a job step), counts it in `running` and tells the loop when it exits;
 `stop_group()` ends one group: SIGTERM, then SIGKILL after a grace
 (`stop_soon()` does it on a thread of its own, for the loop thread);
 `stop_all()` does that to every group still alive when the daemon exits,
-so no notify command, subscribe-exec, letterhead generator or tunnel proxy
-(nor a background child one of them left behind) outlives the daemon.
+so no notify command, subscribe-exec, letterhead generator, tunnel proxy or
+job step (nor a background child one of them left behind) outlives the
+daemon.
 
 `run()` starts a command with its standard input in an anonymous temporary
 file and its output in pipes, drains those on a short-lived thread (keeping
