@@ -209,6 +209,16 @@ class Emulator:
         with self._lock:
             self._publish_all(self.jobs.cancel_job(thing, job_id))
 
+    def remove_job(self, thing, job_id):
+        """End a pending execution as REMOVED (the thing left a continuous job's targets)."""
+        with self._lock:
+            self._publish_all(self.jobs.cancel_job(thing, job_id, "REMOVED"))
+
+    def delete_job(self, thing, job_id, force=False):
+        """DeleteJobExecution (a pending one only with FORCE); publishes notify/notify-next."""
+        with self._lock:
+            self._publish_all(self.jobs.delete_job(thing, job_id, force))
+
     def throttle_jobs(self, thing, count):
         """Answer THING's next COUNT Jobs requests with RequestThrottled."""
         with self._lock:

@@ -4,7 +4,8 @@
 device-side requests (get, start-next, JOBID/get incl. `$next`,
 JOBID/update) as a list of (topic, payload dict), adding the `notify` and
 `notify-next` events a change causes. The app side queues jobs (with
-CreateJob's in-progress timeout if it likes) and cancels them; `expire()`
+CreateJob's in-progress timeout if it likes), cancels, removes and deletes
+them; `expire()`
 times out (TIMED_OUT) executions whose step timer (`stepTimeoutInMinutes`)
 or in-progress timer (`inProgressTimeoutInMinutes`, from the time it went
 IN_PROGRESS) ran out. Timestamps come from an injectable clock, in
@@ -183,13 +184,25 @@ class JobsService:
         self._things.setdefault(thing, []).append(execution)
         return self._notifications(thing, before)
 
-    def cancel_job(self, thing, job_id):
-        """Cancel a pending execution (CancelJobExecution); returns the notifications."""
+    def cancel_job(self, thing, job_id, status="CANCELED"):
+        """Cancel a pending execution (CancelJobExecution), or with status REMOVED
+        end it as AWS does when the thing leaves a continuous job's targets;
+        returns the notifications."""
         execution = self._find(thing, job_id)
         if execution is None or execution.terminal:
             raise ValueError("no pending job %s on %s" % (job_id, thing))
         before = self._heads(thing)
-        self._change(execution, "CANCELED")
+        self._change(execution, status)
+        return self._notifications(thing, before)
+
+    def delete_job(self, thing, job_id, force=False):
+        """DeleteJobExecution: the execution is gone (a pending one only with
+        FORCE); returns the notifications."""
+        execution = self._find(thing, job_id)
+        if execution is None or not (force or execution.terminal):
+            raise ValueError("no %sjob %s on %s" % ("" if force else "terminal ", job_id, thing))
+        before = self._heads(thing)
+        self._things[thing].remove(execution)
         return self._notifications(thing, before)
 
     def throttle(self, thing, count):

@@ -280,6 +280,23 @@ def test_cancel_job(two_jobs, clock):
         two_jobs.cancel_job("Gw1", "Job1")
 
 
+def test_remove_and_delete_job(two_jobs):
+    replies = two_jobs.cancel_job("Gw1", "Job1", "REMOVED")
+    assert [t for t, _ in replies] == [T + "/notify", T + "/notify-next"]
+    assert two_jobs.execution("Gw1", "Job1")["status"] == "REMOVED"
+    with pytest.raises(ValueError):
+        two_jobs.delete_job("Gw1", "Job2")  # pending: only with force
+    call(two_jobs, T + "/start-next")
+    replies = two_jobs.delete_job("Gw1", "Job2", force=True)
+    assert [p for t, p in replies if t == T + "/notify"][0]["jobs"] == {}
+    assert two_jobs.execution("Gw1", "Job2") is None
+    rejected = only(call(two_jobs, T + "/Job2/update", {"status": "SUCCEEDED"}),
+                    T + "/Job2/update/rejected")
+    assert rejected["code"] == "ResourceNotFound"
+    assert two_jobs.delete_job("Gw1", "Job1") == []  # terminal: no force needed, no news
+    assert two_jobs.execution("Gw1", "Job1") is None
+
+
 def test_notify_lists_at_most_ten(jobs):
     for i in range(12):
         jobs.queue_job("Gw1", "J%02d" % i, {"n": i})

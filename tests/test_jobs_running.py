@@ -206,3 +206,23 @@ def test_a_throttled_outcome_is_sent_again(emulator, certstore, daemon_factory, 
     assert e["statusDetails"]["stderr"] == "last words"  # the details were kept
     assert len(handlers.runs()) == 1  # and the job did not run again
     assert d.log().count("update refused for now (RequestThrottled); again in 5s") == 2
+
+
+@pytest.mark.parametrize("end", ["removed", "force-deleted"])
+def test_a_job_removed_or_deleted_in_the_cloud_has_its_step_stopped(
+        emulator, certstore, daemon_factory, handlers, end):
+    d = start(daemon_factory, certstore, handlers)
+    emulator.queue_job(THING, "gone", doc(step("long", args=["sleep=600"])))
+    pid = handlers.wait_runs(1)[0]["pid"]
+    if end == "removed":
+        emulator.remove_job(THING, "gone")
+    else:
+        emulator.delete_job(THING, "gone", force=True)
+    d.wait_log("job gone on Gw1 is .* in the cloud; stopping it")
+    wait_until(lambda: not alive(pid), 10, "the step to be stopped")
+    emulator.queue_job(THING, "next", doc(step("next")))
+    assert finished(emulator, "next")["status"] == "SUCCEEDED"
+    if end == "removed":
+        assert emulator.job_execution(THING, "gone")["status"] == "REMOVED"
+    else:
+        assert emulator.job_execution(THING, "gone") is None
