@@ -5,10 +5,9 @@ device-side requests (get, start-next, JOBID/get incl. `$next`,
 JOBID/update) as a list of (topic, payload dict), adding the `notify` and
 `notify-next` events a change causes. The app side queues jobs (with
 CreateJob's in-progress timeout if it likes), cancels, removes and deletes
-them; `expire()`
-times out (TIMED_OUT) executions whose step timer (`stepTimeoutInMinutes`)
-or in-progress timer (`inProgressTimeoutInMinutes`, from the time it went
-IN_PROGRESS) ran out. Timestamps come from an injectable clock, in
+them; `expire()` times out (TIMED_OUT) executions whose step timer
+(`stepTimeoutInMinutes`) or in-progress timer (`inProgressTimeoutInMinutes`,
+from the time it went IN_PROGRESS) ran out. Timestamps come from an injectable clock, in
 seconds; a timer's minute lasts `minute` seconds of it (60 unless a test
 wants its timeouts short).
 
