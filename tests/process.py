@@ -48,6 +48,16 @@ def wait_until(condition, timeout=10, what="condition"):
         time.sleep(0.02)
 
 
+def alive(pid):
+    """Whether process pid runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
 class DaemonProcess:
     """One chariotd process at a time; restartable, with its log in a file."""
 

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 from process import CHARIOTD, drop_action, wait_until
+from shadowhelpers import json_service, read_file, wait_synced
 from test_jobs import THING, alive, doc, finished, handler_directory, start, step
-from test_shadow_helpers import json_service, read_file, wait_synced
 
 from emulator.cloud import Emulator
 

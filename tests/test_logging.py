@@ -3,8 +3,8 @@ UTF-8, is written escaped, and every record is one line."""
 
 import os
 
+from messagehelpers import listing, spool
 from process import wait_until
-from test_messages import listing, spool
 
 
 def test_a_name_with_a_newline_cannot_forge_a_log_line(tmp_path, certstore, daemon_factory):

@@ -7,44 +7,11 @@ import time
 import zlib
 
 import pytest
+from messagehelpers import drop, listing, spool, topics, wait_empty, wait_failed
 from observer import Observer
-from process import wait_until  # noqa: F401 (the other message tests import it from here)
+from process import wait_until
 
 H = 3600
-
-
-def spool(tmp_path, name="msgs"):
-    """A --messages directory laid out the way a writer finds it."""
-    path = str(tmp_path / name)
-    for sub in ("tmp", "new", "failed"):
-        os.makedirs(os.path.join(path, sub), exist_ok=True)
-    return path
-
-
-def drop(directory, name, doc=None, raw=None, mtime=None):
-    """Write a message as writers must: in tmp/, then rename into new/."""
-    tmp = os.path.join(directory, "tmp", name)
-    with open(tmp, "wb") as f:
-        f.write(raw if raw is not None else json.dumps(doc).encode())
-    if mtime is not None:
-        os.utime(tmp, (mtime, mtime))
-    os.rename(tmp, os.path.join(directory, "new", name))
-
-
-def listing(directory, sub):
-    return sorted(os.listdir(os.path.join(directory, sub)))
-
-
-def wait_empty(directory, timeout=10):
-    wait_until(lambda: not listing(directory, "new"), timeout, "new/ of %s to empty" % directory)
-
-
-def wait_failed(directory, name, timeout=10):
-    wait_until(lambda: name in listing(directory, "failed"), timeout, "%s in failed/" % name)
-
-
-def topics(observer, prefix):
-    return [m.topic for m in observer.messages if m.topic.startswith(prefix)]
 
 
 def test_publishes_payloads_as_given_and_deletes_the_files(tmp_path, certstore, daemon_factory,

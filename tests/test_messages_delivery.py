@@ -5,9 +5,9 @@ import socket
 import threading
 import time
 
+from messagehelpers import backlog, drop, ids, listing, spool, topics, wait_empty
 from observer import Observer
-from process import make_certstore
-from test_messages import drop, listing, spool, topics, wait_empty, wait_until
+from process import make_certstore, wait_until
 
 
 class Relay:
@@ -82,15 +82,6 @@ def relayed_certstore(tmp_path, pki, broker):
     store = make_certstore(str(tmp_path / "relayed-certstore"), "localhost:%d" % relay.port,
                            [("device-1", cert, key)])
     return relay, store
-
-
-def ids(observer, prefix):
-    return {m.json()["id"] for m in observer.messages if m.topic.startswith(prefix)}
-
-
-def backlog(directory, prefix, count, qos=1):
-    for i in range(count):
-        drop(directory, "m%05d" % i, {"topic": prefix + "m", "payload": {"id": i}, "qos": qos})
 
 
 def test_no_more_than_concurrency_unacknowledged(tmp_path, pki, broker, daemon_factory,

@@ -12,10 +12,10 @@ import ssl
 import threading
 
 import pytest
+from messagehelpers import drop, listing, spool, wait_empty, wait_failed
 from observer import Observer
-from process import make_certstore
-from test_messages import drop, listing, spool, wait_empty, wait_failed, wait_until
-from test_shadow_helpers import THING, json_service, read_file
+from process import make_certstore, wait_until
+from shadowhelpers import THING, json_service, read_file
 
 from emulator.broker import Broker
 from emulator.cloud import Emulator

@@ -1,6 +1,6 @@
 """The pure helpers under MicroPython 1.27 (the WebAssembly port on Node.js).
 
-Only the MicroPython-safe modules (test_vectors.PURE) and the vectors are
+Only the MicroPython-safe modules (tests/vectors/check.py: PURE) and the vectors are
 copied into MicroPython's filesystem, so an import of anything else fails
 there. `make micropython` installs the npm package into .node/; without
 Node.js or the package these tests skip.
@@ -11,7 +11,8 @@ import shutil
 import subprocess
 
 import pytest
-from test_vectors import PURE, ROOT
+from process import ROOT
+from vectors.check import PURE
 
 RUN = os.path.join(ROOT, "tests", "micropython", "run.mjs")
 PACKAGE = os.path.join(ROOT, ".node", "node_modules", "@micropython",

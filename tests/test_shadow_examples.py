@@ -8,7 +8,8 @@ import stat
 import subprocess
 
 import pytest
-from test_shadow_helpers import THING, read_file, shadow_state, source_in, wait_synced, wait_until
+from process import wait_until
+from shadowhelpers import THING, read_file, shadow_state, source_in, wait_synced
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA admin@example.com"

@@ -4,7 +4,8 @@ input from the cloud and from --updates files, and local updates."""
 import json
 import os
 
-from test_shadow_helpers import (
+from process import wait_until
+from shadowhelpers import (
     THING,
     assert_quiet,
     device_updates,
@@ -15,7 +16,6 @@ from test_shadow_helpers import (
     shadow_state,
     source_in,
     wait_synced,
-    wait_until,
     write_file,
 )
 

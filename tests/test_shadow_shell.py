@@ -6,7 +6,8 @@ import os
 import shutil
 
 import pytest
-from test_shadow_helpers import (
+from process import wait_until
+from shadowhelpers import (
     THING,
     json_service,
     notify_counter,
@@ -14,7 +15,6 @@ from test_shadow_helpers import (
     shadow_state,
     source_in,
     wait_synced,
-    wait_until,
 )
 
 SHELLS = [["sh"], ["bash"], ["busybox", "ash"]]

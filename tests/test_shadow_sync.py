@@ -6,7 +6,8 @@ import json
 import os
 import signal
 
-from test_shadow_helpers import (
+from process import wait_until
+from shadowhelpers import (
     PREFIX,
     SYNCED,
     THING,
@@ -18,7 +19,6 @@ from test_shadow_helpers import (
     shadow_state,
     source_in,
     wait_synced,
-    wait_until,
     write_file,
 )
 

@@ -10,15 +10,11 @@ import ast
 import os
 
 import pytest
+from process import ROOT
 from vectors import check
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VECTORS = os.path.join(ROOT, "tests", "vectors")
-# The MicroPython-safe modules (the README lists them) and what they may import.
-PURE = ["lib/awslimits.py", "lib/formats/__init__.py", "lib/formats/json_format.py",
-        "lib/formats/plaintext.py", "lib/formats/shell.py", "lib/formats/shellnames.py",
-        "lib/jsliteral.py", "lib/messageorder.py", "lib/shadowdoc.py"]
-PURE_IMPORTS = {"json"}
+PURE_IMPORTS = {"json"}  # all that the MicroPython-safe modules may import
 
 CASES = [(name, i, case) for name in check.FILES
          for i, case in enumerate(check.load(VECTORS, name))]
@@ -41,7 +37,7 @@ def test_vector(name, index, case, order):
     assert check.failure(case, check.modules()) is None, check.describe(name, index, case)
 
 
-@pytest.mark.parametrize("path", PURE)
+@pytest.mark.parametrize("path", check.PURE)
 def test_pure_helpers_import_only_json(path):
     with open(os.path.join(ROOT, path)) as f:
         tree = ast.parse(f.read())

@@ -7,10 +7,10 @@ outlives it, checked in the process table."""
 import json
 import os
 
-from process import drop_action
-from test_messages import drop, spool
-from test_shadow_helpers import THING, json_service, read_file, wait_synced, wait_until
-from test_tunnels import FakeProxy, alive
+from fakeproxy import FakeProxy
+from messagehelpers import drop, spool
+from process import alive, drop_action, wait_until
+from shadowhelpers import THING, json_service, read_file, wait_synced
 
 
 def stubborn(record, name):

@@ -5,15 +5,9 @@ and retried), `failed/` unwritable, the spool's filesystem full."""
 import json
 import os
 
-from test_messages import drop, listing, spool, topics, wait_empty
-from test_shadow_helpers import (
-    THING,
-    json_service,
-    read_file,
-    shadow_state,
-    wait_synced,
-    wait_until,
-)
+from messagehelpers import drop, listing, spool, topics, wait_empty
+from process import wait_until
+from shadowhelpers import THING, json_service, read_file, shadow_state, wait_synced
 
 
 def service_on(tmp_path, directory):

@@ -7,18 +7,10 @@ import json
 import os
 import random
 
+from messagehelpers import backlog, ids, listing, spool, topics, wait_empty
 from observer import Observer
-from test_messages import listing, spool, topics, wait_empty
-from test_messages_delivery import backlog, ids
-from test_shadow_helpers import (
-    THING,
-    drop_update,
-    json_service,
-    read_file,
-    shadow_state,
-    wait_synced,
-    wait_until,
-)
+from process import wait_until
+from shadowhelpers import THING, drop_update, json_service, read_file, shadow_state, wait_synced
 
 KILLS = 20
 SEED = int(os.environ.get("CHARIOTD_FAULT_SEED", "0")) or random.randrange(1 << 30)

@@ -11,11 +11,10 @@ import os
 import signal
 
 import pytest
+from messagehelpers import backlog, ids, listing, spool, wait_empty
 from observer import Observer
-from process import make_certstore
-from test_messages import listing, spool, wait_empty
-from test_messages_delivery import backlog, ids
-from test_shadow_helpers import THING, json_service, read_file, shadow_state, wait_until
+from process import make_certstore, wait_until
+from shadowhelpers import THING, json_service, read_file, shadow_state
 
 from emulator.cloud import Emulator
 

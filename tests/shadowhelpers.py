@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from process import wait_until  # noqa: F401 (re-exported for the shadow tests)
+from process import drop_action
 
 THING = "Gw1"
 PREFIX = "$aws/things/%s/shadow" % THING
@@ -52,12 +52,10 @@ def notify_counter(tmp_path, name):
 
 
 def drop_update(directory, name, text):
-    """Put an update file into DIRECTORY/new/ the way a writer must: tmp/, then rename."""
-    for sub in ("tmp", "new", "failed"):
-        os.makedirs(os.path.join(str(directory), sub), exist_ok=True)
-    tmp = os.path.join(str(directory), "tmp", name)
-    write_file(tmp, text)
-    os.rename(tmp, os.path.join(str(directory), "new", name))
+    """Put an update file into DIRECTORY/new/ the way a writer must: tmp/, then rename
+    (failed/ made too, for a test to list before the daemon has made it)."""
+    os.makedirs(os.path.join(str(directory), "failed"), exist_ok=True)
+    drop_action(str(directory), name, text)
 
 
 def device_updates(emulator, prefix=PREFIX):
