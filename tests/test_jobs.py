@@ -15,7 +15,7 @@ import tempfile
 import time
 
 import pytest
-from process import wait_until
+from process import alive, wait_until
 
 THING = "Gw1"
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "CANCELED", "REMOVED")
@@ -450,12 +450,3 @@ def test_run_as_user_when_not_root_is_rejected(emulator, certstore, daemon_facto
     assert e["status"] == "REJECTED"
     assert "needs chariotd to run as root" in e["statusDetails"]["reason"]
     assert handlers.runs() == []
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open("/proc/%d/stat" % pid) as f:
-        return f.read().split(")")[-1].split()[0] != "Z"

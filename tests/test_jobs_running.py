@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from process import CHARIOTD, drop_action, wait_until
+from process import CHARIOTD, alive, drop_action, wait_until
 from shadowhelpers import json_service, read_file, wait_synced
-from test_jobs import THING, alive, doc, finished, handler_directory, start, step
+from test_jobs import THING, doc, finished, handler_directory, start, step
 
 from emulator.cloud import Emulator
 
