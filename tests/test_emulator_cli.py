@@ -1,81 +1,14 @@
 """`python3 -m emulator`: app commands against a running `serve`, `watch`, `broker`."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
-from emulator_fixture import write_templates
+from emulator_fixture import Process, cli, one_line_error
 from observer import Observer
 
 from emulator.broker import free_port
 from emulator.cloud import new_client
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class Process:
-    """A `python3 -m emulator ...` process with stdout and stderr in files."""
-
-    def __init__(self, directory, name, *args):
-        self.out_path = os.path.join(directory, name + ".out")
-        self.err_path = os.path.join(directory, name + ".err")
-        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "emulator"] + list(args),
-                                         cwd=ROOT, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL)
-
-    def output(self):
-        with open(self.out_path) as out, open(self.err_path) as err:
-            return out.read(), err.read()
-
-    def wait_output(self, text, timeout=15):
-        deadline = time.monotonic() + timeout
-        while True:
-            out, err = self.output()
-            if text in out or text in err:
-                return out, err
-            assert self.proc.poll() is None, "exited %s before %r:\n%s%s" % (
-                self.proc.returncode, text, out, err)
-            assert time.monotonic() < deadline, "no %r within %s s:\n%s%s" % (
-                text, timeout, out, err)
-            time.sleep(0.05)
-
-    def terminate(self, timeout=10):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("still running %s s after SIGTERM" % timeout) from None
-
-
-def cli(port, *args, timeout=20):
-    return subprocess.run([sys.executable, "-m", "emulator"] + list(args) + ["--port", str(port)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def one_line_error(result):
-    assert result.returncode == 1, result
-    assert result.stdout == ""
-    assert result.stderr.startswith("emulator: error: ") and result.stderr.count("\n") == 1, \
-        result.stderr
-    return result.stderr
-
-
-@pytest.fixture
-def serve(broker, pki, tmp_path):
-    templates = write_templates(tmp_path / "templates.json")
-    process = Process(str(tmp_path), "serve", "serve", "--port", str(broker.plain_port),
-                      "--ca-dir", pki.dir, "--templates", templates)
-    process.wait_output("and subscribed")
-    yield process
-    assert process.terminate() == 0, process.output()
 
 
 @pytest.fixture

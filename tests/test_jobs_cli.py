@@ -2,8 +2,8 @@
 
 import json
 
+from emulator_fixture import Process, cli, one_line_error
 from process import wait_until
-from test_emulator_cli import Process, cli, one_line_error, serve  # noqa: F401 (the fixture)
 from test_jobs import THING, Handlers, doc, step
 
 
