@@ -21,7 +21,7 @@ import threading
 import types
 
 from .certstore import CertStoreError
-from .mqttlib import Link, code, connack_reason, credentials_refused, mqtt
+from .mqttlib import Link, code, connack_reason, credentials_refused, topic_matches
 
 log = logging.getLogger("chariotd")
 
@@ -322,7 +322,7 @@ class Connection:
 
     def _dispatch(self, topic, payload):
         for topic_filter, handlers in self._subscriptions.items():
-            if mqtt.topic_matches_sub(topic_filter, topic):
+            if topic_matches(topic_filter, topic):
                 for handler in handlers:
                     handler(topic, payload)
 

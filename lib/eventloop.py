@@ -110,6 +110,9 @@ class EventLoop:
             self._run_events()
             self._run_timers()
             self._run_deadlines()
+            # What the timers posted (a publish's write, say) runs in this
+            # turn, rather than after one more trip through select.
+            self._run_events()
 
     def _run_signals(self):
         while self._signals:

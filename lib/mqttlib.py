@@ -40,7 +40,7 @@ if "urllib.request" not in sys.modules:
 import paho.mqtt.client as mqtt  # noqa: E402
 
 __all__ = ["mqtt", "code", "connack_reason", "credentials_refused", "join_packets", "Link",
-           "JOIN_LIMIT"]
+           "JOIN_LIMIT", "topic_matches"]
 
 JOIN_LIMIT = 16384  # bytes of queued packets joined into one write: one TLS record
 
@@ -60,6 +60,14 @@ def credentials_refused(rc):
     user name or password" (4) and "not authorised" (5), in paho 1.6's codes
     or 2.x's MQTT 5 reasons."""
     return code(rc) in (4, 5, 0x86, 0x87)
+
+
+def topic_matches(topic_filter, topic):
+    """Whether topic matches topic_filter. Most filters (shadow and jobs answers)
+    have no wildcard, and paho's topic_matches_sub builds a tree per call."""
+    if "+" not in topic_filter and "#" not in topic_filter:
+        return topic_filter == topic
+    return mqtt.topic_matches_sub(topic_filter, topic)
 
 
 def new_paho_client(client_id):

@@ -4,40 +4,68 @@ A new outfile is written to a temporary file in the outfile's own
 directory, flushed to disk and renamed over the old one, so a reader sees
 either the whole old file or the whole new one, and a full disk or a
 missing directory leaves the old file intact. The temporary file of a
-writer killed before its rename is removed by the next write. A symlinked
-outfile (an /etc entry pointing into a writable partition, say) is
-replaced at the link's target. `/dev/null` is never written. This module knows nothing of
-formats, services or shadows.
+writer killed before its rename is removed by the next run's first write.
+A symlinked outfile (an /etc entry pointing into a writable partition,
+say) is replaced at the link's target. `/dev/null` is never written. This
+module knows nothing of formats, services or shadows.
 """
 
 import os
+import stat
 
 from . import atomicwrite
 
 DEV_NULL = "/dev/null"
+# Outfiles whose leftovers were looked for: only a writer of an earlier run
+# can leave one (ours are removed when a write fails), so once per run.
+_swept = set()
 READ_LIMIT = 1024 * 1024  # outfiles hold a shadow section, which AWS caps at 8 KB
 
 
 def read(path):
-    """The file's bytes, or None when it does not exist; OSError otherwise."""
+    """The file's bytes (at most READ_LIMIT), or None when it does not exist;
+    OSError otherwise."""
     try:
-        with open(path, "rb") as f:
-            return f.read(READ_LIMIT)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    try:
+        # os.read, not open(): a buffered file would allocate READ_LIMIT for
+        # the usual few hundred bytes, and ask four more syscalls.
+        chunks, left = [], READ_LIMIT
+        while left > 0:
+            chunk = os.read(fd, min(left, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def replace(path, data):
     """Atomically make the file at path hold data (bytes); OSError on failure,
     with the old file untouched. An existing file's mode and owner are kept."""
-    target = os.path.realpath(path)
-    directory, name = os.path.split(target)
-    tmp = os.path.join(directory, ".%s.chariotd-%d" % (name, os.getpid()))
     try:
-        old = os.stat(target)
+        old = os.lstat(path)
     except FileNotFoundError:
         old = None
-    _remove_leftovers(directory, name)
+    if old is not None and stat.S_ISLNK(old.st_mode):
+        target = os.path.realpath(path)
+        try:
+            old = os.stat(target)
+        except FileNotFoundError:
+            old = None
+    else:
+        # Only a link in the last component changes which directory the file
+        # is in; the rename works through linked directories above it alike.
+        target = os.path.abspath(path)
+    directory, name = os.path.split(target)
+    tmp = os.path.join(directory, ".%s.chariotd-%d" % (name, os.getpid()))
+    if target not in _swept:
+        _remove_leftovers(directory, name)
+        _swept.add(target)
     if old is None:
         atomicwrite.write_new(tmp, data)  # the mode follows the umask
     else:
