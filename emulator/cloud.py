@@ -184,6 +184,12 @@ class Emulator:
     def update_reported(self, thing, reported, shadow=None):
         return self.update_shadow(thing, {"reported": reported}, shadow)
 
+    def update_shadow_unheard(self, thing, state, shadow=None):
+        """Apply STATE as update_shadow does, but publish nothing: a change the
+        device does not hear of (it missed it, or it raced with a request)."""
+        with self._lock:
+            self.shadows.update(thing, shadow, {"state": state})
+
     def get_shadow(self, thing, shadow=None):
         """The full shadow document (as /get/accepted shows it), or None."""
         with self._lock:

@@ -234,7 +234,7 @@ class SpoolIndex:
         self._order = order
         self.backlog = Window(window, reverse=messageorder.from_far_end(order))
         self._prioritised = PriorityTable()  # the waiting prioritised messages
-        self._urgent = Window(window)  # the first of them, keyed (priority, mtime_ns, name)
+        self.urgent = Window(window)  # the first of them, keyed (priority, mtime_ns, name)
         self._slots = {}  # slot -> (mtime_ns, name) of its newest message, waiting or taken
         self._slot_of = {}  # name -> slot, of those newest messages
         self._taken = set()  # the messages being sent
@@ -245,7 +245,7 @@ class SpoolIndex:
 
     @property
     def needs_refill(self):
-        return self._urgent.needs_refill or (not self._urgent and self.backlog.needs_refill)
+        return self.urgent.needs_refill or (not self.urgent and self.backlog.needs_refill)
 
     def add(self, name, mtime_ns, priority=None, slot=None):
         """A file found in new/: priority is a number or None, slot a string or None."""
@@ -265,11 +265,11 @@ class SpoolIndex:
             self.backlog.add(self._key(name, mtime_ns), name)
             return
         self._prioritised.set(name, priority, mtime_ns)
-        self._urgent.add(messageorder.priority_key(priority, mtime_ns, name), name)
+        self.urgent.add(messageorder.priority_key(priority, mtime_ns, name), name)
 
     def take(self):
         """(name, was_prioritised) of the next message to send, or None."""
-        name = self._urgent.pop()
+        name = self.urgent.pop()
         if name is not None:
             self._prioritised.discard(name)
             self._taken.add(name)
@@ -290,7 +290,7 @@ class SpoolIndex:
         """A waiting message vanished or was replaced: drop every trace of it."""
         if self._prioritised.get(name) is not None:
             self._prioritised.discard(name)
-            self._urgent.remove(name)
+            self.urgent.remove(name)
             self._release_slot(name)
         else:
             self.backlog.remove(name)
@@ -299,8 +299,8 @@ class SpoolIndex:
     def refill(self, listing):
         """Refill the windows that ran dry from listing: (name, mtime_ns) of every
         file in new/ (mtime_ns only when the backlog's order needs it)."""
-        urgent, backlog = self._urgent.needs_refill, self.backlog.needs_refill
-        windows = [w for w, due in ((self._urgent, urgent), (self.backlog, backlog)) if due]
+        urgent, backlog = self.urgent.needs_refill, self.backlog.needs_refill
+        windows = [w for w, due in ((self.urgent, urgent), (self.backlog, backlog)) if due]
         for window in windows:
             window.start_refill()
         for name, mtime_ns in listing:
@@ -309,7 +309,7 @@ class SpoolIndex:
             entry = self._prioritised.get(name)
             if entry is not None:
                 if urgent:
-                    self._urgent.offer(messageorder.priority_key(entry[0], entry[1], name), name)
+                    self.urgent.offer(messageorder.priority_key(entry[0], entry[1], name), name)
             elif backlog and name in self.known:
                 self.backlog.offer(self._key(name, mtime_ns), name)
         for window in windows:
@@ -328,6 +328,6 @@ class SpoolIndex:
         entry = self._prioritised.get(name)
         if entry is not None:  # still waiting (a taken one is already on its way)
             self._prioritised.discard(name)
-            self._urgent.remove(name)
+            self.urgent.remove(name)
             self.backlog.add(self._key(name, entry[1]), name)
         self._slot_of.pop(name, None)

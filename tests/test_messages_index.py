@@ -95,7 +95,7 @@ def test_a_rewritten_slot_keeps_one_prioritised_message():
     index = SpoolIndex("lexical")
     for i in range(10000):  # a status slot rewritten while offline
         index.add("s%05d" % i, i, None, "status")
-    assert len(index._urgent) == 1
+    assert len(index.urgent) == 1
     assert index.take() == ("s09999", True)
     assert index.take() == ("s00000", False)
 
@@ -106,7 +106,7 @@ def test_prioritised_window_refills_in_priority_order():
     for name, mtime, priority in messages:
         index.add(name, mtime, priority)
     index.add("plain", 0)
-    assert len(index._urgent) == 3
+    assert len(index.urgent) == 3
     expected = [name for _p, _m, name in sorted((p, m, n) for n, m, p in messages)]
     listing = [(name, 0) for name, _m, _p in messages] + [("plain", 0)]
     assert drain(index, listing) == expected + ["plain"]

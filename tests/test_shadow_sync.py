@@ -147,8 +147,7 @@ def test_sighup_refetches_and_brings_files_in_line(tmp_path, emulator, certstore
     d.wait_log("cleared desired console")
     wait_until(lambda: runs() == 1, what="notify")
     # Desired changed without the device hearing of it, and its outfile lost.
-    with emulator._lock:
-        emulator.shadows.update(THING, None, {"state": {"desired": {"console": {"level": 2}}}})
+    quiet_change(emulator, {"console": {"level": 2}})
     os.unlink(outfile)
     d.signal(signal.SIGHUP)
     wait_until(lambda: os.path.exists(outfile) and
@@ -238,8 +237,7 @@ def test_new_service_on_an_existing_shadow_reports_its_outfile(tmp_path, emulato
 
 def quiet_change(emulator, desired):
     """Change desired state without the device hearing of it (no delta)."""
-    with emulator._lock:
-        emulator.shadows.update(THING, None, {"state": {"desired": desired}})
+    emulator.update_shadow_unheard(THING, {"desired": desired})
 
 
 def fingerprint(path):
