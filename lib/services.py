@@ -10,7 +10,7 @@ checks their presence and types and turns each definition into a
 the problem, and is skipped; the others still load.
 
 It does not watch the directory, run notify commands, call ``validate`` or
-touch the shadow; that is the shadow sync's job.
+touch the shadow; lib.servicestate and lib.shadowservices do.
 """
 
 import importlib.machinery

@@ -8,7 +8,7 @@ power cut before then (the device may be offline for hours) applies it
 again on the next start instead of losing it. A file the sync refuses goes
 to `failed/` (the newest KEEP_FAILED kept) with a log line. Files are only
 taken once `start` is called: the sync must first learn the current
-configs from the shadow. What a file means is the sync's business.
+configs from the shadow. What a file means is lib.shadowservices' business.
 """
 
 import logging
