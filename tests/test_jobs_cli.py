@@ -3,8 +3,8 @@
 import json
 
 from emulator_fixture import Process, cli, one_line_error
+from jobhelpers import THING, Handlers, doc, step
 from process import wait_until
-from test_jobs import THING, Handlers, doc, step
 
 
 def describe(port, job_id):

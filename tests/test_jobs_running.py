@@ -2,7 +2,7 @@
 --status` show of it, that the rest of the daemon carries on meanwhile, that
 a step flooding its output costs the daemon no memory, that no step
 outlives the daemon, and that a job the service times out (CreateJob's
-in-progress timeout) has its step killed. The handlers are test_jobs.py's `act`."""
+in-progress timeout) has its step killed. The handlers are tests/jobhelpers.py's `act`."""
 
 import json
 import os
@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from jobhelpers import THING, doc, finished, handler_directory, start, step
 from process import CHARIOTD, alive, drop_action, wait_until
 from shadowhelpers import json_service, read_file, wait_synced
-from test_jobs import THING, doc, finished, handler_directory, start, step
 
 from emulator.cloud import Emulator
 

@@ -17,8 +17,8 @@ import subprocess
 import threading
 
 import pytest
+from jobhelpers import THING, finished
 from process import wait_until
-from test_jobs import THING, finished
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples", "jobs")
