@@ -142,11 +142,12 @@ class CertStore:
             # others, whatever the umask, not even for a moment.
             atomicwrite.write_new(key, key_pem, 0o600, exact_mode=True)
             atomicwrite.write_new(cert, cert_pem, 0o644, exact_mode=True)
+            _check_pair(cert, key)
             # An entry that may not survive a power cut is not added.
             atomicwrite.sync_directory(tmpdir, required=True)
             os.rename(tmpdir, final)
             atomicwrite.sync_directory(self.path, required=True)
-        except OSError:
+        except (OSError, CertStoreError):
             for p in os.listdir(tmpdir) if os.path.isdir(tmpdir) else ():
                 os.unlink(os.path.join(tmpdir, p))
             if os.path.isdir(tmpdir):
@@ -157,3 +158,17 @@ class CertStore:
     def make_preferred(self, cert_id):
         self._link(cert_id)
 
+
+def _check_pair(certfile, keyfile):
+    """CertStoreError unless TLS can use the certificate with the key: an entry
+    that cannot connect must not become preferred (a provisioning answer with
+    a broken certificate, or one for another key, would strand the device)."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            raise CertStoreError("the certificate is for another key") from None
+        raise CertStoreError("not a usable certificate and private key (OpenSSL: %s)"
+                             % (e.reason or e.library or e)) from None

@@ -89,7 +89,7 @@ class Commands:
 def _arguments(data):
     try:
         args = json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ActionFailed("arguments are not valid JSON: %s" % e) from None
     if not isinstance(args, dict):
         raise ActionFailed("arguments are not a JSON object")

@@ -187,7 +187,7 @@ class Defender:
     def _answer(self, payload):
         try:
             msg = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             msg = None
         return msg if isinstance(msg, dict) else {}
 

@@ -12,6 +12,7 @@ import ctypes
 import errno
 import logging
 import os
+import stat
 import struct
 import time
 
@@ -85,14 +86,15 @@ class _Inotify:
 
 def _worth_reporting(mask, watched, name):
     # A regular file announces itself again on IN_CLOSE_WRITE once complete;
-    # anything else (symlink, FIFO, directory) only ever gets IN_CREATE.
+    # anything else (symlink, FIFO, directory), and a second name of a file
+    # made by link(2), only ever gets IN_CREATE.
     if watched is None or not mask & IN_CREATE:
         return watched is not None
     try:
-        return not os.path.isfile(os.path.join(watched[0], name)) or \
-            os.path.islink(os.path.join(watched[0], name))
+        st = os.lstat(os.path.join(watched[0], name))
     except OSError:
         return False
+    return not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
 
 
 class _Poller:

@@ -81,7 +81,7 @@ class ProgressFiles:
             _unlink(path)
         try:
             doc = json.loads(data) if len(data) <= PROGRESS_FILE_LIMIT else None
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         if not isinstance(doc, dict):
             log.warning("%s: progress file %s is not a JSON object of at most %d bytes; "

@@ -123,7 +123,7 @@ class ThingJobs:
     def _message(self, topic, payload):
         try:
             doc = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             log.warning("jobs for %s: a message on %s is not JSON; ignored", self.thing, topic)
             return
         if not isinstance(doc, dict):

@@ -8,14 +8,25 @@ does not act on any option.
 
 import argparse
 import os
+import re
 import sys
+
+from . import awslimits
 
 VERSION = "0.1.0"
 ORDERS = ("lexical", "reverse-lexical", "newest-first", "oldest-first")
+# AWS IoT Core's names (../shared/reference/aws-iot-core.md): they are parts of
+# topics, so a '#', '+' or control character would make filters of them.
+THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+SHADOW_NAME = re.compile(r"[$a-zA-Z0-9:_-]{1,64}")
+CLIENTID_LIMIT = 128  # bytes of UTF-8
+# Options naming a file or directory, whose empty value would quietly mean "not given".
+PATH_OPTIONS = ("fleetprov", "commands", "status_file", "tunnelproxy", "tunnelcadir",
+                "defender_metrics_dir")
 
 # Per-directory message settings: name, converter, default.
 MESSAGE_SETTINGS = (
-    ("concurrency", "count", 10),
+    ("concurrency", "slots", 10),
     ("retries", "count", 2),
     ("keep-failed", "count", 100),
     ("jam-timeout", "seconds", 300.0),
@@ -113,6 +124,13 @@ def parse(argv):
     for name in ("clientid", "cacert", "certstore"):
         if not getattr(ns, name):
             raise OptionError("--%s is mandatory" % name)
+    _clientid(ns.clientid)
+    for name in PATH_OPTIONS:
+        if getattr(ns, name, None) == "":
+            raise OptionError("--%s: empty value" % name.replace("_", "-"))
+    if ns.last_will_topic and awslimits.topic_problem(ns.last_will_topic):
+        raise OptionError("--last-will-topic: %r: %s" % (
+            ns.last_will_topic, awslimits.topic_problem(ns.last_will_topic)))
     ns.keepalive = _keepalive(ns.keepalive)
     ns.publish_rate = _number("--publish-rate", ns.publish_rate)
     ns.publish_bytes_rate = _number("--publish-bytes-rate", ns.publish_bytes_rate)
@@ -139,7 +157,7 @@ def _defender_options(ns):
             raise OptionError("--defender-metric and --defender-metrics-dir need --defender")
         return
     thing, sep, seconds = ns.defender.partition(":")
-    if not thing or "/" in thing:
+    if not THING_NAME.fullmatch(thing):
         raise OptionError("--defender: %r is not THING or THING:SECONDS" % ns.defender)
     ns.defender = (thing, _number("--defender", seconds, minimum=1) if sep else 300.0)
     if not ns.defender_metric:
@@ -163,6 +181,20 @@ def _defender_options(ns):
             raise OptionError("--defender-metric: %s: empty command" % name)
         metrics.append((name, argv))
     ns.defender_metric = metrics
+
+
+def _clientid(raw):
+    try:
+        size = len(raw.encode("utf-8"))
+    except UnicodeEncodeError:  # bytes that are not UTF-8 reach us as lone surrogates
+        raise OptionError("--clientid: %r is not UTF-8 text" % raw) from None
+    problem = awslimits.character_problem(raw)
+    if size > CLIENTID_LIMIT:
+        problem = "is %d bytes, over AWS IoT Core's %d" % (size, CLIENTID_LIMIT)
+    elif raw.startswith("$"):
+        problem = "starts with '$', which AWS IoT Core keeps for ids it makes"
+    if problem:
+        raise OptionError("--clientid: %r %s" % (raw[:40], problem))
 
 
 def _keepalive(raw):
@@ -198,6 +230,8 @@ def _directories(ns):
 def _message_dirs(ns):
     dirs = {}
     for path in ns.messages:
+        if not path:
+            raise OptionError("--messages: empty value")
         dirs.setdefault(_resolve(path), MessageDir(path))
     for name, kind, default in MESSAGE_SETTINGS:
         attr = name.replace("-", "_")
@@ -240,6 +274,8 @@ def _resolve(path):
 def _convert(opt, kind, raw):
     if kind == "count":
         return _number(opt, raw, integer=True)
+    if kind == "slots":  # none would send nothing, and look jammed
+        return _number(opt, raw, integer=True, minimum=1)
     if kind == "seconds":
         return _number(opt, raw, minimum=0.001)
     if kind == "order" and raw not in ORDERS:
@@ -271,6 +307,9 @@ def _thing_pair(opt, value):
     name, _, shadow = thing.partition("/")
     if not name or (thing.endswith("/")) or "/" in shadow:
         raise OptionError("%s: %r is not THING or THING/SHADOW" % (opt, thing))
+    if not THING_NAME.fullmatch(name) or (shadow and not SHADOW_NAME.fullmatch(shadow)):
+        raise OptionError("%s: %r is not a valid thing (1-128 of a-z A-Z 0-9 : _ -) or "
+                          "shadow name (1-64 of those and $)" % (opt, thing))
     return thing, rest
 
 
@@ -282,6 +321,9 @@ def _tunnel_mapping(value):
         svc, sep, port = item.partition("=")
         if not sep or not svc or not port:
             raise OptionError("%s: expected SVC=PORT, got %r" % (opt, item))
+        number = port.rpartition(":")[2]  # PORT or HOST:PORT, as localproxy takes it
+        if not number.isdigit() or not 1 <= int(number) <= 65535:
+            raise OptionError("%s: %s: port %r is not 1 to 65535" % (opt, svc, number))
         mapping[svc] = port
     return thing, mapping
 

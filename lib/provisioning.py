@@ -28,7 +28,7 @@ import logging
 import re
 
 from . import children, formats, outfile
-from .certstore import PREFERRED, CertStore
+from .certstore import PREFERRED, CertStore, CertStoreError
 from .connection import Connection
 from .publisher import Publisher
 
@@ -89,7 +89,7 @@ def load_config(path):
             config = json.loads(f.read())
     except OSError as e:
         raise ConfigError("--fleetprov: cannot read %s: %s" % (path, e.strerror)) from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ConfigError("--fleetprov: %s is not valid JSON: %s" % (path, e)) from None
     problem = _config_problem(config)
     if problem:
@@ -232,7 +232,7 @@ class ClaimFlow:
         """The accepted reply as a dict with strings at keys; None (flow failed) if not."""
         try:
             reply = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             reply = None
         if not isinstance(reply, dict) or \
                 not all(isinstance(reply.get(k), str) and reply[k] for k in keys):
@@ -245,13 +245,13 @@ class ClaimFlow:
             return
         try:
             error = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             error = None
         if not isinstance(error, dict):
             error = {}
-        self._fail("%s rejected: %s %s: %s" % (self._awaiting[1], error.get("statusCode"),
-                                               error.get("errorCode"),
-                                               error.get("errorMessage")))
+        code = " ".join(str(error[k]) for k in ("statusCode", "errorCode") if k in error)
+        self._fail("%s rejected: %s: %s" % (self._awaiting[1], code or "no code",
+                                            error.get("errorMessage", "no message")))
 
     def _commit(self, thing, configuration):
         cert_id, cert_pem, key_pem = self._certificate
@@ -271,9 +271,9 @@ class ClaimFlow:
         try:
             store.add(cert_id, cert_pem, key_pem)
             store.make_preferred(cert_id)
-        except OSError as e:
-            self._fail("cannot store certificate %s in %s: %s" % (cert_id, store.path,
-                                                                  e.strerror))
+        except (OSError, CertStoreError) as e:
+            self._fail("cannot store certificate %s in %s: %s" % (
+                cert_id, store.path, getattr(e, "strerror", None) or e))
             return
         log.info("provisioned thing %s; certificate %s is now preferred in %s", thing, cert_id,
                  store.path)

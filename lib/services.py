@@ -124,7 +124,16 @@ def _load(path):
         # A .py module has helpers and imports; in .js/.json every key is
         # meant as a setting, so an unknown one is probably a typo.
         warnings = ["ignoring unknown key %r" % k for k in sorted(values) if k not in KEYS]
-    return _build(values, suffix, path), warnings
+    try:
+        service = _build(values, suffix, path)
+    except DefinitionError as e:
+        # A misspelt key is most likely why a required one is missing.
+        raise DefinitionError("; ".join([str(e)] + warnings)) from None
+    outfile = service.outfile
+    if outfile and not os.path.isabs(outfile):
+        warnings.append("'outfile' %s is a relative path: written in chariotd's working "
+                        "directory, as %s" % (outfile, os.path.abspath(outfile)))
+    return service, warnings
 
 
 def _check_regular_file(path):

@@ -39,6 +39,10 @@ from . import children, formats, outfile, shadowdoc
 
 log = logging.getLogger("chariotd")
 
+# Deepest a config may nest: AWS holds a shadow's state at most 6 to 8 deep, and
+# a config far deeper would meet Python's recursion limit in merge and copy.
+MAX_DEPTH = 32
+
 
 class ChangeRefused(Exception):
     """The change can never be applied; the message says why."""
@@ -107,6 +111,8 @@ class ServiceState:
             self._notify(config)
 
     def _validated(self, config):
+        if _depth(config) > MAX_DEPTH:  # before anything walks it by recursion
+            raise ChangeRefused("the config is nested more than %d deep" % MAX_DEPTH)
         validate = self.service.validate
         if validate is not None:
             try:
@@ -192,13 +198,26 @@ class ServiceState:
             self._notify(self._queued.pop(0))
 
 
+def _depth(value):
+    """How deep value nests objects and arrays, found without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, (list, tuple)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 def _json_problem(value):
     """Why value cannot be a shadow value (a phrase), or None if it can."""
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return "has a key %r that is not a string" % (key,)
-            problem = _json_problem(item)
+            problem = _json_problem(key) or _json_problem(item)
             if problem:
                 return problem
         return None
@@ -210,6 +229,12 @@ def _json_problem(value):
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return "holds %r, which JSON cannot represent" % value
-    if value is None or isinstance(value, (str, int, float)):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # JSON's "\ud800": what no file or report can carry
+            return "holds a lone surrogate, which is not valid Unicode"
+        return None
+    if value is None or isinstance(value, (int, float)):
         return None
     return "holds a %s, which is not a JSON value" % type(value).__name__

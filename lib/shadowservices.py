@@ -236,7 +236,7 @@ def _seed(result):
         return None, "--defaultshadow command %s" % result.describe()
     try:
         seed = json.loads(result.stdout)
-    except ValueError:
+    except (ValueError, RecursionError):
         seed = None
     if not isinstance(seed, dict):
         return None, "--defaultshadow output is not a JSON object"

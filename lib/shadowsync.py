@@ -239,7 +239,7 @@ class ShadowSync:
         def parse(topic, payload):
             try:
                 msg = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):
                 msg = None
             if not isinstance(msg, dict):
                 log.warning("shadow %s: ignoring a message on %s that is not a JSON object",

@@ -78,7 +78,7 @@ class Tunnels:
                 return
             self.open(thing, doc.get("region"), doc.get("services"),
                       doc.get("clientAccessToken"))
-        except ValueError as e:  # bad JSON or a TunnelRequestError; neither shows the token
+        except (ValueError, RecursionError) as e:  # bad JSON, a TunnelRequestError: no token
             log.error("tunnel notification for %s ignored: %s", thing, e)
 
     def open(self, thing, region, services, token):

@@ -14,6 +14,23 @@ class FormatError(ValueError):
     """A config cannot be written in a format, or a text cannot be read."""
 
 
+def kind(value):
+    """What a config value is, in JSON's words, for an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return "a " + type(value).__name__
+
+
 # The format modules import FormatError from here, so they are imported only
 # after it exists.
 from . import json_format, plaintext, shell  # noqa: E402

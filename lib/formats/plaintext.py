@@ -6,7 +6,7 @@ hide a wrong service definition.  ``load`` returns the text unchanged.
 No I/O.
 """
 
-from . import FormatError
+from . import FormatError, kind
 
 NAME = "PLAINTEXT"
 
@@ -15,17 +15,9 @@ def dump(cfg):
     if cfg is None:
         return ""
     if not isinstance(cfg, str):
-        raise FormatError("PLAINTEXT config must be a string, not %s" % _kind(cfg))
+        raise FormatError("PLAINTEXT config must be a string, not %s" % kind(cfg))
     return cfg
 
 
 def load(text):
     return text
-
-
-def _kind(value):
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    return type(value).__name__

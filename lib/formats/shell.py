@@ -55,7 +55,7 @@ No I/O.
 
 import json
 
-from . import FormatError, shellnames
+from . import FormatError, kind, shellnames
 
 NAME = "SHELL"
 # What an array's line starts with: bash evaluates the rest, other shells skip it.
@@ -77,7 +77,7 @@ def dump(cfg):
     if cfg is None:
         return ""
     if not isinstance(cfg, dict):
-        raise FormatError("SHELL config must be an object, not %s" % _kind(cfg))
+        raise FormatError("SHELL config must be an object, not %s" % kind(cfg))
     assignments = {}
     _flatten(cfg, "", assignments)
     names = sorted(assignments)
@@ -120,7 +120,7 @@ def _render(name, value):
         return "(" + " ".join(_render_element(name, i, v) for i, v in enumerate(value)) + ")"
     text = _scalar_text(value)
     if text is None:
-        raise FormatError("%r has a %s value, which SHELL cannot write" % (name, _kind(value)))
+        raise FormatError("%r is %s, which SHELL cannot write" % (name, kind(value)))
     return quote(text)
 
 
@@ -129,7 +129,7 @@ def _render_element(name, index, value):
     if text is None:
         raise FormatError(
             "array %r element %d is %s; SHELL arrays hold only strings, numbers and booleans"
-            % (name, index, _kind(value))
+            % (name, index, kind(value))
         )
     return quote(text)
 
@@ -159,16 +159,6 @@ def valid_name(name):
     if not name or name[0] in _DIGITS:
         return False
     return all(c in _NAME_CHARS for c in name)
-
-
-def _kind(value):
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    return "a " + type(value).__name__
 
 
 # --- reading -------------------------------------------------------------
