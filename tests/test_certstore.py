@@ -83,14 +83,31 @@ def test_rotation_cycles_and_needs_two(tmp_path):
     assert store.rotate() == "b"
 
 
-def test_add_is_owner_only_whatever_the_umask(tmp_path):
+def _pem(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_add_is_owner_only_whatever_the_umask(tmp_path, pki):
+    cert, key = (_pem(p) for p in pki.issue("fresh"))
     old = os.umask(0)
     try:
-        CertStore(str(tmp_path)).add("fresh", "CERT PEM", "KEY PEM")
+        CertStore(str(tmp_path)).add("fresh", cert, key)
     finally:
         os.umask(old)
     d = tmp_path / "fresh"
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     assert stat.S_IMODE((d / "fresh-private.pem.key").stat().st_mode) == 0o600
-    assert (d / "fresh-certificate.pem.crt").read_text() == "CERT PEM"
+    assert (d / "fresh-certificate.pem.crt").read_text() == cert
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_a_pair_tls_cannot_use_is_not_added(tmp_path, pki):
+    cert, _key = (_pem(p) for p in pki.issue("fresh"))
+    other_key = _pem(pki.issue("other")[1])
+    store = CertStore(str(tmp_path))
+    for pem, key, reason in ((cert, other_key, "the certificate is for another key"),
+                             ("CERT PEM", other_key, "not a usable certificate and private key")):
+        with pytest.raises(CertStoreError, match=reason):
+            store.add("fresh", pem, key)
+    assert os.listdir(tmp_path) == []  # nothing left behind, not even a temporary directory
