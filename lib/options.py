@@ -15,7 +15,7 @@ from . import awslimits
 
 VERSION = "0.1.0"
 ORDERS = ("lexical", "reverse-lexical", "newest-first", "oldest-first")
-# AWS IoT Core's names (../shared/reference/aws-iot-core.md): they are parts of
+# AWS IoT Core's names (docs/aws-facts.md#device-shadow): they are parts of
 # topics, so a '#', '+' or control character would make filters of them.
 THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 SHADOW_NAME = re.compile(r"[$a-zA-Z0-9:_-]{1,64}")
