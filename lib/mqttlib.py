@@ -11,10 +11,13 @@ paho's socket and calls loop_read/loop_write/loop_misc, with the next
 keepalive deadline as its timeout. What to do about a failure (backoff,
 counting, rotation) is lib/connection.py's.
 
-paho imports `urllib.request` at load time (with http.client and the email
-package: about 1 MB on armv7) but reads it only for proxy settings when
-PySocks is installed. A stand-in takes its place until something touches
-it, at which point the real module is imported.
+paho imports modules at load time that chariotd's use of it never needs:
+`urllib.request` (with http.client and the email package: about 1 MB on
+armv7) and `urllib.parse` (with ipaddress), read only for proxy settings
+when PySocks is installed, and `uuid`, for a random client id (chariotd
+always gives one) and WebSocket keys. A stand-in takes the place of each
+until something touches it, at which point the real module is imported
+(FOOTPRINT.md: what they cost).
 """
 
 import importlib
@@ -23,7 +26,8 @@ import ssl
 import sys
 import time
 import types
-import urllib
+
+_DEFERRED = ("urllib.request", "urllib.parse", "uuid")
 
 
 class _Deferred(types.ModuleType):
@@ -34,8 +38,18 @@ class _Deferred(types.ModuleType):
         return getattr(real, attr)
 
 
-if "urllib.request" not in sys.modules:
-    sys.modules["urllib.request"] = urllib.request = _Deferred("urllib.request")
+def _defer(name):
+    """Put a stand-in for module NAME in sys.modules (and on its package)."""
+    if name in sys.modules:
+        return
+    stand_in = sys.modules[name] = _Deferred(name)
+    package, _, attr = name.rpartition(".")
+    if package:
+        setattr(importlib.import_module(package), attr, stand_in)
+
+
+for _name in _DEFERRED:
+    _defer(_name)
 
 import paho.mqtt.client as mqtt  # noqa: E402
 

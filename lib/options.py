@@ -56,6 +56,16 @@ class _Parser(argparse.ArgumentParser):
         raise OptionError(message)
 
 
+class _ParsingFormatter(argparse.HelpFormatter):
+    """The formatter argparse makes while parsing (to check each metavar):
+    of a fixed width, because looking the terminal's up imports shutil (and
+    with it bz2, lzma and their libraries, 0.6 MB a daemon would keep) and
+    only --help prints anything."""
+
+    def __init__(self, prog):
+        super().__init__(prog, width=80)
+
+
 class MessageDir:
     """One --messages directory and its own settings."""
 
@@ -65,8 +75,9 @@ class MessageDir:
         self.letterhead_generator = None
 
 
-def _build_parser():
+def _build_parser(formatter_class=argparse.HelpFormatter):
     p = _Parser(prog="chariotd", add_help=False, allow_abbrev=False,
+                formatter_class=formatter_class,
                 description="Owns the device's connection to AWS IoT Core.")
     add = p.add_argument
     add("-h", "--help", action="store_true", help="show this help and exit")
@@ -118,7 +129,7 @@ def usage():
 
 def parse(argv):
     """Return an argparse namespace of settled values, or raise OptionError."""
-    ns = _build_parser().parse_args(argv)
+    ns = _build_parser(_ParsingFormatter).parse_args(argv)
     if ns.help or ns.version or ns.status:
         return ns
     for name in ("clientid", "cacert", "certstore"):

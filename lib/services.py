@@ -20,7 +20,7 @@ import math
 import os
 import stat
 
-from . import formats, jsliteral
+from . import formats
 
 KEYS = (
     "key",
@@ -169,6 +169,9 @@ def _read_json(path):
 
 
 def _read_js(path):
+    # Imported only where a .js definition is, as the NodeJS daemon's are.
+    from . import jsliteral
+
     try:
         return jsliteral.parse(_read_text(path))
     except jsliteral.CodeError as e:
