@@ -15,7 +15,7 @@ APT_PACKAGES := mosquitto busybox dash bash openssl runsv:runit shellcheck node:
 PAHO1_TESTS := tests/test_connection.py tests/test_messages.py tests/test_messages_delivery.py tests/test_subscriptions.py \
 	tests/test_corpus.py
 
-.PHONY: all test test-paho1 lint demo bench tools clean micropython fuzz soak
+.PHONY: all test test-paho1 lint demo bench bench-armv7 tools clean micropython fuzz soak
 
 all: test
 
@@ -118,6 +118,24 @@ demo: tools $(VENV)/.stamp
 # parsing and deleting the files, in the same run (BENCH_ARGS=--quick: fewer rounds).
 bench: tools $(VENV)/.stamp
 	$(PY) tests/bench/bench.py $(BENCH_ARGS)
+
+# The memory step of the report on armv7: a Debian bookworm armhf VM
+# (qemu-system-arm -M virt, cortex-a15, a real kernel; python3.11 with
+# Debian's paho-mqtt 1.6.1, mosquitto, openssl), built once into ARMHF_CACHE
+# by the shared tools (as root: debootstrap). The tree is copied in without
+# its venvs and .git. Takes about ARMV7_MINUTES on our machine.
+ARMHF_TOOLS ?= ../shared/tools
+ARMHF_CACHE ?= /tmp/chariotd-armhf
+ARMV7_TREE := $(CURDIR)/build/armv7-tree
+ARMV7_ARGS ?= --timeout 300
+
+bench-armv7:
+	ARMHF_CACHE=$(ARMHF_CACHE) ARMHF_EXTRA=mosquitto,openssl $(ARMHF_TOOLS)/armhf-rootfs.sh --kernel >/dev/null
+	rm -rf $(ARMV7_TREE) && mkdir -p $(ARMV7_TREE)
+	tar -cf - --exclude=./.venv --exclude=./.venv-paho1 --exclude=./.git --exclude=./.node \
+		--exclude=./build --exclude=__pycache__ . | tar -C $(ARMV7_TREE) -xf -
+	ARMHF_CACHE=$(ARMHF_CACHE) $(ARMHF_TOOLS)/armhf-run.sh --vm --mem 512 --timeout 3600 \
+		--bind $(ARMV7_TREE) python3 $(ARMV7_TREE)/tests/bench/bench.py --json /dev/null $(ARMV7_ARGS) memory
 
 clean:
 	rm -rf $(VENV) $(VENV1) .node .pytest_cache .ruff_cache .hypothesis
