@@ -4,12 +4,18 @@ Every option of docs/interface.md#command-line is parsed and checked
 here, before anything connects, so a typo in a run script is a one-line
 error and exit status 2 rather than a daemon that half-works. This module
 does not act on any option.
+
+The command line is read as argparse reads it (Python 3.11, no
+abbreviations), by a few lines of our own: argparse and what it imports
+(gettext, shutil with bz2 and lzma) are 0.5 MB a daemon would keep for
+ever, so it is imported only to format --help.
 """
 
-import argparse
+import collections
 import os
 import re
 import sys
+import types
 
 from . import awslimits
 
@@ -47,23 +53,13 @@ DEFAULT_PUBLISH_RATE = 97
 DEFAULT_PUBLISH_BYTES_RATE = 500 * 1024
 
 
+FLAG, VALUE, MANY = "flag", "value", "many"  # MANY: given again, every value is kept
+_Spec = collections.namedtuple("_Spec", "names kind metavar default help")
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse's: a value, not an option
+
+
 class OptionError(Exception):
     """A bad command line; the message names the option."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise OptionError(message)
-
-
-class _ParsingFormatter(argparse.HelpFormatter):
-    """The formatter argparse makes while parsing (to check each metavar):
-    of a fixed width, because looking the terminal's up imports shutil (and
-    with it bz2, lzma and their libraries, 0.6 MB a daemon would keep) and
-    only --help prints anything."""
-
-    def __init__(self, prog):
-        super().__init__(prog, width=80)
 
 
 class MessageDir:
@@ -75,37 +71,38 @@ class MessageDir:
         self.letterhead_generator = None
 
 
-def _build_parser(formatter_class=argparse.HelpFormatter):
-    p = _Parser(prog="chariotd", add_help=False, allow_abbrev=False,
-                formatter_class=formatter_class,
-                description="Owns the device's connection to AWS IoT Core.")
-    add = p.add_argument
-    add("-h", "--help", action="store_true", help="show this help and exit")
-    add("--version", action="store_true", help="print the version and exit")
+def _specs():
+    """Every option, in --help's order."""
+    specs = []
+
+    def add(*names, kind=VALUE, metavar=None, default=None, help=None):
+        specs.append(_Spec(names, kind, metavar, default, help))
+
+    add("-h", "--help", kind=FLAG, help="show this help and exit")
+    add("--version", kind=FLAG, help="print the version and exit")
     add("--clientid", metavar="CID", help="MQTT client id (mandatory)")
     add("--cacert", metavar="PATH", help="root CA the broker is verified against (mandatory)")
     add("--certstore", metavar="DIR", help="certificate store (mandatory)")
     add("--fleetprov", metavar="FILE", help="fleet provisioning config")
-    many = {"action": "append", "default": []}
-    add("--services", metavar="THING:DIR", help="service definitions for THING's shadow", **many)
-    add("--updates", metavar="THING:DIR", help="local shadow updates for THING", **many)
-    add("--defaultshadow", metavar="THING:CMD", help="seeds a missing shadow", **many)
-    add("--empty-array-as-delete-request", action="store_true", help="treat [] like DELETE")
-    add("--messages", metavar="DIR", help="action directory of messages to publish", **many)
+    add("--services", metavar="THING:DIR", help="service definitions for THING's shadow", kind=MANY)
+    add("--updates", metavar="THING:DIR", help="local shadow updates for THING", kind=MANY)
+    add("--defaultshadow", metavar="THING:CMD", help="seeds a missing shadow", kind=MANY)
+    add("--empty-array-as-delete-request", kind=FLAG, help="treat [] like DELETE")
+    add("--messages", metavar="DIR", help="action directory of messages to publish", kind=MANY)
     for name, kind, default in MESSAGE_SETTINGS:
         add("--default-message-" + name, metavar=kind.upper(), help="default %s" % default)
-        add("--message-" + name, metavar="DIR:" + kind.upper(), **many)
+        add("--message-" + name, metavar="DIR:" + kind.upper(), kind=MANY)
     for name, kind in LETTERHEAD_SETTINGS:
         add("--default-" + name, metavar=kind.upper())
-        add("--" + name, metavar="DIR:" + kind.upper(), **many)
-    add("--subscribe-write", metavar="TOPIC:PATH", **many)
-    add("--subscribe-exec", metavar="TOPIC:CMD", **many)
+        add("--" + name, metavar="DIR:" + kind.upper(), kind=MANY)
+    add("--subscribe-write", metavar="TOPIC:PATH", kind=MANY)
+    add("--subscribe-exec", metavar="TOPIC:CMD", kind=MANY)
     add("--commands", metavar="DIR", help="action directory of commands")
-    add("--tunnelmappings", metavar="THING:SVC=PORT[,SVC=PORT]", **many)
+    add("--tunnelmappings", metavar="THING:SVC=PORT[,SVC=PORT]", kind=MANY)
     add("--tunnelproxy", metavar="PATH", default="localproxy")
     add("--tunnelcadir", metavar="DIR")
-    add("--jobs", metavar="THING:DIR", help="AWS IoT Jobs for THING, handlers in DIR", **many)
-    add("--jobs-allow-commands", action="store_true", help="let jobs run runCommand steps")
+    add("--jobs", metavar="THING:DIR", help="AWS IoT Jobs for THING, handlers in DIR", kind=MANY)
+    add("--jobs-allow-commands", kind=FLAG, help="let jobs run runCommand steps")
     add("--jobs-step-timeout", metavar="SEC", default="3600")
     add("--keepalive", metavar="SEC", default="1200")
     add("--last-will-topic", metavar="T")
@@ -113,23 +110,100 @@ def _build_parser(formatter_class=argparse.HelpFormatter):
     add("--publish-rate", metavar="N", default=str(DEFAULT_PUBLISH_RATE))
     add("--publish-bytes-rate", metavar="B", default=str(DEFAULT_PUBLISH_BYTES_RATE))
     add("--poll-interval", metavar="SEC", default="1")
-    add("--log-timestamps", action="store_true")
+    add("--log-timestamps", kind=FLAG)
     add("--defender", metavar="THING[:SECONDS]",
         help="Device Defender metrics report every SECONDS (default 300)")
-    add("--defender-metric", metavar="NAME:CMD", help="custom metric: CMD's output", **many)
+    add("--defender-metric", metavar="NAME:CMD", help="custom metric: CMD's output", kind=MANY)
     add("--defender-metrics-dir", metavar="DIR", help="custom metrics: one file per metric")
     add("--status-file", metavar="PATH", help="keep a JSON status document at PATH")
     add("--status", metavar="PATH", help="print the status file PATH for a person and exit")
-    return p
+    return specs
 
 
 def usage():
-    return _build_parser().format_help()
+    import argparse  # only to format the help
+
+    p = argparse.ArgumentParser(prog="chariotd", add_help=False, allow_abbrev=False,
+                                description="Owns the device's connection to AWS IoT Core.")
+    for spec in _specs():
+        action = {FLAG: "store_true", MANY: "append"}.get(spec.kind)
+        p.add_argument(*spec.names, action=action, help=spec.help,
+                       **({} if spec.kind == FLAG else {"metavar": spec.metavar}))
+    return p.format_help()
+
+
+def _read(argv):
+    """The options in argv, as argparse reads them: `--name=value` or `--name
+    value` (a value that looks like an option, other than a negative number
+    or a text with a space, is not taken), flags without a value, the last
+    of a repeated option kept (of MANY, all), `-hh` for -h -h; anything
+    else, `--` and what follows it included, is unrecognised."""
+    by_name, ns, unrecognised = {}, types.SimpleNamespace(), []
+    for spec in _specs():
+        by_name.update(dict.fromkeys(spec.names, spec))
+        empty = {MANY: [], FLAG: False}.get(spec.kind, spec.default)
+        setattr(ns, _dest(spec), empty)
+    i = 0
+    while i < len(argv):
+        arg, i = argv[i], i + 1
+        if arg == "--":
+            unrecognised += argv[i - 1:]
+            break
+        spec, name, value = _option(arg, by_name) or (None, None, None)
+        if spec is None:
+            unrecognised.append(arg)
+            continue
+        what = "argument %s: " % "/".join(spec.names)
+        while spec.kind == FLAG:
+            setattr(ns, _dest(spec), True)
+            if value is None:
+                break
+            if name.startswith("--") or not value or "-" + value[0] not in by_name:
+                raise OptionError(what + "ignored explicit argument %r" % value)
+            name, value = "-" + value[0], value[1:] or None
+            spec = by_name[name]
+        if spec.kind == FLAG:
+            continue
+        if value is None:
+            if i == len(argv) or argv[i] == "--" or _option(argv[i], by_name):
+                raise OptionError(what + "expected one argument")
+            value, i = argv[i], i + 1
+        if spec.kind == MANY:
+            getattr(ns, _dest(spec)).append(value)
+        else:
+            setattr(ns, _dest(spec), value)
+    if unrecognised:
+        raise OptionError("unrecognized arguments: " + " ".join(unrecognised))
+    return ns
+
+
+def _option(arg, by_name):
+    """(spec or None if unknown, option name, value given with it or None) when
+    arg is an option, None when it is a value (or a positional argument)."""
+    if not arg.startswith("-"):
+        return None
+    if arg in by_name:
+        return by_name[arg], arg, None
+    if len(arg) == 1:
+        return None
+    name, equals, value = arg.partition("=")
+    if equals and name in by_name:
+        return by_name[name], name, value
+    if arg[1] != "-" and arg[:2] in by_name:
+        return by_name[arg[:2]], arg[:2], arg[2:]
+    if _NEGATIVE_NUMBER.match(arg) or " " in arg:
+        return None
+    return None, arg, None
+
+
+def _dest(spec):
+    return spec.names[-1][2:].replace("-", "_")
 
 
 def parse(argv):
-    """Return an argparse namespace of settled values, or raise OptionError."""
-    ns = _build_parser(_ParsingFormatter).parse_args(argv)
+    """Return the settled options as attributes (named as the long options,
+    dashes as underscores), or raise OptionError."""
+    ns = _read(argv)
     if ns.help or ns.version or ns.status:
         return ns
     for name in ("clientid", "cacert", "certstore"):

@@ -62,6 +62,49 @@ def test_bad_option_is_one_line_and_status_2(args, mentions):
     assert proc.stdout == ""
 
 
+# How the command line is read: as argparse (Python 3.11, no abbreviations)
+# read it before chariotd read it itself, so run scripts mean what they meant.
+@pytest.mark.parametrize("args, got", [
+    (["--last-will-topic", "t", "--last-will-payload", "-1"], "-1"),  # a negative number
+    (["--last-will-topic", "t", "--last-will-payload", "-.5"], "-.5"),
+    (["--last-will-topic", "t", "--last-will-payload", "-x y"], "-x y"),  # a space
+    (["--last-will-topic", "t", "--last-will-payload", "-"], "-"),
+    (["--last-will-topic", "t", "--last-will-payload", ""], ""),
+    (["--last-will-topic", "t", "--last-will-payload=-x"], "-x"),
+    (["--last-will-topic", "t", "--last-will-payload=a=b"], "a=b"),
+    (["--last-will-topic", "t", "--last-will-payload=p", "--last-will-payload=q"], "q"),
+])
+def test_values_are_read_as_argparse_read_them(args, got):
+    assert options.parse(BASE + args).last_will_payload == got
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--keepalive", "-x"], "argument --keepalive: expected one argument"),
+    (["--keepalive", "-1e3"], "argument --keepalive: expected one argument"),
+    (["--keepalive", "--clientid=y"], "argument --keepalive: expected one argument"),
+    (["--keepalive", "-hx"], "argument --keepalive: expected one argument"),
+    (["--keepalive", "--", "30"], "argument --keepalive: expected one argument"),
+    (["--keepalive"], "argument --keepalive: expected one argument"),
+    (["--log-timestamps=1"], "argument --log-timestamps: ignored explicit argument '1'"),
+    (["-hx"], "argument -h/--help: ignored explicit argument 'x'"),
+    (["-h="], "argument -h/--help: ignored explicit argument ''"),
+    (["--client=x", "y", "-1"], "unrecognized arguments: --client=x y -1"),
+    (["--", "--keepalive=30"], "unrecognized arguments: -- --keepalive=30"),
+    ([""], "unrecognized arguments: "),
+])
+def test_bad_command_lines_are_refused_as_argparse_refused_them(args, error):
+    with pytest.raises(options.OptionError) as e:
+        options.parse(BASE + args)
+    assert str(e.value) == error
+
+
+def test_flags_and_help():
+    ns = options.parse(BASE + ["--log-timestamps", "--jobs-allow-commands"])
+    assert ns.log_timestamps and ns.jobs_allow_commands and not ns.help
+    assert options.parse(["-hh"]).help and options.parse(["--help"]).help
+    assert ns.services == [] and ns.tunnelproxy == "localproxy" and ns.fleetprov is None
+
+
 def test_keepalive_range_ends_are_taken():
     for value in ("1", "30", "1200"):
         assert options.parse(BASE + ["--keepalive=" + value]).keepalive == int(value)

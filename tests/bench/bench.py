@@ -54,7 +54,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, TESTS)
 sys.path.insert(0, BENCH)
 
-from footprint import loopback_up, read_mem  # noqa: E402
+from footprint import BARE_IDLE, full_config, loopback_up, read_mem  # noqa: E402
 from observer import Observer, new_client  # noqa: E402
 from process import DaemonProcess, make_certstore  # noqa: E402
 
@@ -72,22 +72,6 @@ THING = "Gw1"
 OFFLINE_CAP = 2.0  # s: the backoff's cap while the offline step measures
 REF_THING = "RefGw"  # the shadow step's paho reference
 PER = 10000  # CPU is reported per this many messages
-
-# A bare paho client connected over TLS, idle: the memory and idle-CPU reference.
-BARE_IDLE = """
-import sys, ssl
-import paho.mqtt.client as mqtt
-if hasattr(mqtt, "CallbackAPIVersion"):
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bare-paho-idle")
-else:
-    c = mqtt.Client(client_id="bare-paho-idle")
-ctx = ssl.create_default_context(cafile=%(ca)r)
-ctx.load_cert_chain(%(cert)r, %(key)r)
-c.tls_set_context(ctx)
-c.on_connect = lambda *a: (sys.stdout.write("up\\n"), sys.stdout.flush())
-c.connect(%(host)r, %(port)d, keepalive=1200)
-c.loop_forever()
-"""
 
 
 # -- measuring helpers ------------------------------------------------------
@@ -481,27 +465,10 @@ class Bench:
                               str(rate), background=background)
 
     def full_config(self):
-        """Options that configure every feature, with their directories made:
-        services in each outfile format, updates, commands, messages and both
-        kinds of subscription."""
+        """(directory, options) configuring every feature (footprint.full_config)."""
         self.runs += 1
         base = os.path.join(self.work, "full-%d" % self.runs)
-        services = os.path.join(base, "services")
-        os.makedirs(services)
-        out = os.path.join(base, "out")
-        os.makedirs(out)
-        for name, fmt_ in (("network", "JSON"), ("console", "SHELL"), ("motd", "PLAINTEXT")):
-            with open(os.path.join(services, name + ".json"), "w") as f:
-                json.dump({"key": name, "outfile": os.path.join(out, name), "outformat": fmt_,
-                           "informat": fmt_, "notifycmd": "true"}, f)
-        return base, [
-            "--services=%s:%s" % (THING, services),
-            "--updates=%s:%s" % (THING, os.path.join(base, "updates")),
-            "--commands=" + os.path.join(base, "commands"),
-            "--messages=" + os.path.join(base, "messages"),
-            "--subscribe-write=bench/full/w:" + os.path.join(out, "written"),
-            "--subscribe-exec=bench/full/x:cat",
-        ]
+        return base, full_config(base, THING)
 
     # -- memory (and idle CPU) --------------------------------------------------
 

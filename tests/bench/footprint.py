@@ -7,18 +7,24 @@ openssl CLI (emulator/pki.py), starts mosquitto with a TLS listener
 interpreter as this script and reads the daemon's /proc/PID/status (VmRSS,
 VmHWM, RssAnon) and /proc/PID/smaps_rollup (Pss, Private) at each stage:
 
-  1. idle, connected;
+  1. idle, connected (with --full: every feature configured, as `make
+     bench` does, with the emulator answering for the shadow);
   2. with 1,000 and then 10,000 message files waiting in its --messages
      directory while the broker is stopped: SIGSTOPped, so the TCP connection
      stays up but nothing is acknowledged (unless --no-messages);
   3. after SIGCONT, once new/ is empty (drained at the default publish rate).
 
 For comparison it also measures bare interpreters (`python3 -c pass` and
-`import paho.mqtt.client, ssl`) the same way, and with --imports the RSS cost
-of single imports. Prints plain tables; sizes are KiB.
+`import paho.mqtt.client, ssl`) and a bare paho client connected over TLS
+and idle (the reference of `make bench`) the same way. With --smaps it
+sorts the idle daemon's and the bare client's memory by kind (interpreter,
+OpenSSL, C libraries, extension modules, heap) and by mapping; with
+--imports it prints the RSS and anonymous memory each import adds, alone
+and in the daemon's order. Prints plain tables; sizes are KiB.
+FOOTPRINT.md (top level) explains the figures.
 
-Host:   .venv/bin/python tests/bench/footprint.py
-armv7:  see tests/bench/FOOTPRINT.md (qemu-system-arm VM; needs a tmpfs for --workdir).
+Host:   .venv/bin/python tests/bench/footprint.py --full --smaps --imports --no-messages
+armv7:  see FOOTPRINT.md (qemu-system-arm VM; needs a tmpfs for --workdir).
 
 Inside a bare VM (loopback down, no /etc/hosts) it brings `lo` up itself when
 run as root and always talks to 127.0.0.1.
@@ -44,11 +50,29 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from process import DaemonProcess, make_certstore  # noqa: E402
 
 from emulator.broker import Broker, mosquitto_path  # noqa: E402
+from emulator.cloud import Emulator  # noqa: E402
 from emulator.pki import Pki  # noqa: E402
 
 STATUS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads")
 ROLLUP_KEYS = ("Pss", "Pss_Anon", "Private_Clean", "Private_Dirty")
 COLUMNS = ("RSS", "HWM", "anon", "PSS", "private", "thr")
+
+# A bare paho client connected over TLS, idle: the memory and idle-CPU reference.
+BARE_IDLE = """
+import sys, ssl
+import paho.mqtt.client as mqtt
+if hasattr(mqtt, "CallbackAPIVersion"):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bare-paho-idle")
+else:
+    c = mqtt.Client(client_id="bare-paho-idle")
+ctx = ssl.create_default_context(cafile=%(ca)r)
+ctx.load_cert_chain(%(cert)r, %(key)r)
+c.tls_set_context(ctx)
+c.on_connect = lambda *a: (sys.stdout.write("up\\n"), sys.stdout.flush())
+c.connect(%(host)r, %(port)d, keepalive=1200)
+c.loop_forever()
+"""
+
 
 # Imports measured one by one with --imports (each in a fresh interpreter).
 SINGLE_IMPORTS = (
@@ -56,15 +80,57 @@ SINGLE_IMPORTS = (
     "random", "uuid", "platform", "ctypes", "ctypes.util", "tempfile", "json", "zlib",
     "typing", "enum", "urllib.parse", "urllib.request", "ssl", "paho.mqtt.client",
 )
-# The daemon's own import order, measured cumulatively.
+# The daemon's own import order, measured cumulatively: lib.mqttlib puts its
+# stand-ins for what paho imports and never uses in place before paho loads.
 CHAIN = (
-    ("logging", "import logging"),
+    ("+ logging", "import logging"),
     ("+ lib.options (argparse)", "from lib import options"),
     ("+ ssl", "import ssl"),
-    ("+ paho.mqtt.client", "import paho.mqtt.client"),
-    ("+ lib.daemon (all core)", "import lib.daemon"),
+    ("+ paho.mqtt.client (lib.mqttlib)", "import lib.mqttlib"),
+    ("+ lib.daemon (all core)", "import lib.cli, lib.daemon"),
+    ("+ shadow services and updates", "import lib.shadowsync"),
     ("+ lib.messages", "import lib.messages"),
+    ("+ subscriptions, commands", "import lib.subscriptions, lib.commands"),
 )
+# The bare paho client's (BARE_IDLE).
+BARE_CHAIN = (
+    ("+ ssl", "import ssl"),
+    ("+ paho.mqtt.client", "import paho.mqtt.client"),
+)
+# Kinds of mapping, for --smaps: (kind, test on the mapping's name).
+KINDS = (
+    ("interpreter (python, libpython)",
+     lambda n: n.startswith("python3") or n.startswith("libpython")),
+    ("OpenSSL (libcrypto, libssl, _ssl)",
+     lambda n: n.startswith(("libcrypto", "libssl", "_ssl."))),
+    ("other extension modules", lambda n: ".cpython-" in n or n.endswith("module.so")),
+    ("C libraries (libc, ld.so, libm, ...)", lambda n: ".so" in n),
+    ("heap and anonymous (Python objects, malloc)",
+     lambda n: n in ("[heap]", "[anon]") or n.startswith("[anon:")),
+    ("stack", lambda n: n == "[stack]"),
+)
+
+
+def full_config(base, thing):
+    """Options that configure every feature, with their directories made under
+    base: services in each outfile format, updates, commands, messages and
+    both kinds of subscription (what `make bench` measures)."""
+    services = os.path.join(base, "services")
+    os.makedirs(services)
+    out = os.path.join(base, "out")
+    os.makedirs(out)
+    for name, fmt in (("network", "JSON"), ("console", "SHELL"), ("motd", "PLAINTEXT")):
+        with open(os.path.join(services, name + ".json"), "w") as f:
+            json.dump({"key": name, "outfile": os.path.join(out, name), "outformat": fmt,
+                       "informat": fmt, "notifycmd": "true"}, f)
+    return [
+        "--services=%s:%s" % (thing, services),
+        "--updates=%s:%s" % (thing, os.path.join(base, "updates")),
+        "--commands=" + os.path.join(base, "commands"),
+        "--messages=" + os.path.join(base, "messages"),
+        "--subscribe-write=bench/full/w:" + os.path.join(out, "written"),
+        "--subscribe-exec=bench/full/x:cat",
+    ]
 
 
 # -- measuring ------------------------------------------------------------
@@ -88,10 +154,11 @@ def read_mem(pid):
     return out
 
 
-def mappings(pid, top=12):
-    """[(name, rss, pss, private)] of /proc/PID/smaps grouped by mapped file, largest first."""
+def _smaps_groups(pid):
+    """{mapping name: [RSS, PSS, private, anonymous]} from /proc/PID/smaps."""
     groups = {}
     name = None
+    fields_of = {"Rss": 0, "Pss": 1, "Private_Clean": 2, "Private_Dirty": 2, "Anonymous": 3}
     with open("/proc/%d/smaps" % pid) as f:
         for line in f:
             first, _, rest = line.partition(" ")
@@ -101,12 +168,27 @@ def mappings(pid, top=12):
                 name = os.path.basename(name) if name.startswith("/") else name
                 continue
             key, value = first.rstrip(":"), rest.split()
-            if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty") and value:
-                g = groups.setdefault(name, [0, 0, 0])
-                i = {"Rss": 0, "Pss": 1}.get(key, 2)
-                g[i] += int(value[0])
-    rows = sorted(((n,) + tuple(v) for n, v in groups.items()), key=lambda r: -r[1])
+            if key in fields_of and value:
+                groups.setdefault(name, [0, 0, 0, 0])[fields_of[key]] += int(value[0])
+    return groups
+
+
+def mappings(pid, top=12):
+    """[(name, rss, pss, private)] of /proc/PID/smaps grouped by mapped file, largest first."""
+    rows = sorted(((n,) + tuple(v[:3]) for n, v in _smaps_groups(pid).items()),
+                  key=lambda r: -r[1])
     return rows[:top], rows[top:]
+
+
+def kinds(pid):
+    """{kind: [RSS, PSS, private, anonymous]} of /proc/PID/smaps, by KINDS."""
+    out = {}
+    for name, values in _smaps_groups(pid).items():
+        kind = next((k for k, test in KINDS if test(name)), "other (locale, vdso, ...)")
+        total = out.setdefault(kind, [0, 0, 0, 0])
+        for i, v in enumerate(values):
+            total[i] += v
+    return out
 
 
 def row(mem):
@@ -246,6 +328,8 @@ class Run:
         self.rows = []  # (label, mem or None, note)
         self.broker = None
         self.daemon = None
+        self.emulator = None
+        self.bare = None
 
     def add(self, label, mem, note=""):
         self.rows.append((label, mem, note))
@@ -268,6 +352,17 @@ class Run:
                                         "127.0.0.1:%d" % self.broker.tls_port,
                                         [("device-1",) + device])
         self.ca_cert = pki.ca_cert
+        self.pki = pki
+
+    def start_bare_paho(self):
+        """The bare paho client of BARE_IDLE, connected; returns its pid."""
+        cert, key = self.pki.issue("bare-paho-idle")
+        self.bare = subprocess.Popen([sys.executable, "-c", BARE_IDLE % dict(
+            ca=self.ca_cert, cert=cert, key=key, host="127.0.0.1", port=self.broker.tls_port)],
+            stdout=subprocess.PIPE)
+        if self.bare.stdout.readline() != b"up\n":
+            raise RuntimeError("the bare paho client did not connect")
+        return self.bare.pid
 
     def start_daemon(self, extra):
         args = ["--clientid=device-1", "--cacert=" + self.ca_cert,
@@ -280,6 +375,8 @@ class Run:
     def wait_connected(self):
         self.daemon.wait_log(r"connected to 127\.0\.0\.1:%d" % self.broker.tls_port,
                              timeout=self.args.timeout)
+        if self.args.full:
+            self.daemon.wait_log(r"shadow \S+: synced", timeout=self.args.timeout)
 
     def run(self):
         a = self.args
@@ -287,19 +384,31 @@ class Run:
         print("work directory %s (%d MiB free)" % (self.work, free_mib(self.work)), flush=True)
         self.baselines()
         self.start_infra()
+        bare = self.start_bare_paho()
+        time.sleep(a.settle)
+        self.add("bare paho client, TLS, idle", settle(bare, quiet=a.quiet))
         msgdir = os.path.join(self.work, "messages")
         with_messages = not a.no_messages
         extra = []
+        if a.full:
+            self.emulator = Emulator(self.broker.plain_port,
+                                     workdir=os.path.join(self.work, "emulator")).start()
+            full = os.path.join(self.work, "full")
+            extra = full_config(full, "Gw1")
+            msgdir = os.path.join(full, "messages")
+            with_messages = not a.no_messages
         if with_messages:
             # The broker is frozen for a while on purpose: do not let the
             # jam timeout end the daemon meanwhile.
-            extra = ["--messages=" + msgdir, "--default-message-jam-timeout=3600"]
+            extra = [o for o in extra if not o.startswith("--messages=")] + [
+                "--messages=" + msgdir, "--default-message-jam-timeout=3600"]
         d = self.start_daemon(extra)
         self.wait_connected()
         time.sleep(a.settle)
         self.add("chariotd idle, connected", settle(d.proc.pid, quiet=a.quiet),
-                 "with --messages" if with_messages else "")
+                 "every feature" if a.full else "with --messages" if with_messages else "")
         if a.smaps:
+            self.print_kinds({"chariotd": d.proc.pid, "bare paho": bare})
             self.print_mappings(d.proc.pid)
         if not with_messages:
             why = "skipped (--no-messages)"
@@ -345,6 +454,19 @@ class Run:
                  "%d left in new/, %d in failed/, drained in %.0fs"
                  % (left, count_files(os.path.join(msgdir, "failed")), took))
 
+    def print_kinds(self, pids):
+        """The idle processes' memory by kind of mapping, side by side."""
+        got = {name: kinds(pid) for name, pid in pids.items()}
+        order = [k for k, _test in KINDS] + ["other (locale, vdso, ...)"]
+        print("\nidle memory by kind (KiB; RSS / anonymous)\n  %-44s" % "kind"
+              + "".join(" %17s" % name for name in got))
+        for kind in order:
+            cells = [got[name].get(kind, [0, 0, 0, 0]) for name in got]
+            print("  %-44s" % kind + "".join(" %8d / %6d" % (c[0], c[3]) for c in cells))
+        totals = [[sum(v[i] for v in got[name].values()) for i in range(4)] for name in got]
+        print("  %-44s" % "total" + "".join(" %8d / %6d" % (t[0], t[3]) for t in totals),
+              flush=True)
+
     def print_mappings(self, pid):
         top, rest = mappings(pid)
         print("\nidle daemon's mappings by RSS (KiB)\n  %-40s %7s %7s %7s"
@@ -367,15 +489,19 @@ class Run:
                 continue
             print("  %-34s %7d %7s %8d" % (name, mem["VmRSS"] - bare["VmRSS"],
                                            _delta(mem, bare, "Pss"), n - n0))
-        print("\ncumulative, in the daemon's order (RSS KiB, modules)")
-        code, prev = "", bare
-        print("  %-34s %7d %7s %8d" % ("python3 -c pass", bare["VmRSS"], "", n0))
-        for label, stmt in CHAIN:
-            code += stmt + "\n"
-            mem, n = measure_interpreter(code)
-            print("  %-34s %7d %+7d %8d" % (label, mem["VmRSS"], mem["VmRSS"] - prev["VmRSS"],
-                                            n))
-            prev = mem
+        for title, chain in (("the daemon's", CHAIN), ("the bare paho client's", BARE_CHAIN)):
+            print("\ncumulative, in %s order (KiB, each row: RSS, added, anonymous, added; "
+                  "modules)" % title)
+            code, prev = "", bare
+            print("  %-34s %7d %7s %7d %7s %8d" % ("python3 -c pass", bare["VmRSS"], "",
+                                                  bare["RssAnon"], "", n0))
+            for label, stmt in chain:
+                code += stmt + "\n"
+                mem, n = measure_interpreter(code)
+                print("  %-34s %7d %+7d %7d %+7d %8d" % (
+                    label, mem["VmRSS"], mem["VmRSS"] - prev["VmRSS"], mem["RssAnon"],
+                    mem["RssAnon"] - prev["RssAnon"], n))
+                prev = mem
 
     def print_table(self):
         print("\nchariotd footprint (KiB; RSS=VmRSS, HWM=VmHWM peak, anon=RssAnon, "
@@ -389,6 +515,11 @@ class Run:
             print("%-40s %s %4s  %s" % (label, " ".join(cells), row(mem)[5], note))
 
     def close(self):
+        if self.bare:
+            self.bare.kill()
+            self.bare.wait()
+        if self.emulator:
+            self.emulator.stop()
         if self.daemon:
             if self.daemon.proc.poll() is None:
                 self.daemon.stop()
@@ -422,6 +553,8 @@ def main():
     p.add_argument("--daemon-arg", action="append", default=[],
                    help="extra chariotd option, e.g. --daemon-arg=--publish-rate=0")
     p.add_argument("--no-messages", action="store_true", help="skip the backlog stages")
+    p.add_argument("--full", action="store_true",
+                   help="configure every feature, as make bench does (with the emulator)")
     p.add_argument("--imports", action="store_true", help="also print import costs")
     p.add_argument("--smaps", action="store_true",
                    help="also print the idle daemon's memory by mapping")
