@@ -506,7 +506,8 @@ class Bench:
                 bare.wait()
                 for d in procs.values():
                     d.stop()
-        for field, key, what in (("VmRSS", "rss", "RSS"), ("RssAnon", "anon", "anonymous"),
+        # rss and anon: smaps_rollup's exact figures (footprint.read_mem)
+        for field, key, what in (("rss", "rss", "RSS"), ("anon", "anon", "anonymous"),
                                  ("Pss", "pss", "PSS")):
             bare_kib = median(m[field] for m in got["bare"])
             for cfg, label in (("full", "all features"), ("messages", "--messages only")):
@@ -711,7 +712,7 @@ class Bench:
     def spool_memory(self):
         count = 20000 if self.quick else 100000
         idle = self.daemon("--messages=" + self.spool())
-        idle_rss = settled_mem(idle.proc.pid)["VmRSS"]
+        idle_rss = settled_mem(idle.proc.pid)["rss"]
         idle.stop()
         d = self.spool(count, "bench/d/m")
         start = time.monotonic()
@@ -721,7 +722,7 @@ class Bench:
         time.sleep(2.0)  # sending at the default rate: the backlog stays ~100,000
         mem = read_mem(daemon.proc.pid)
         daemon.stop()
-        grown = (mem["VmRSS"] - idle_rss) / 1024
+        grown = (mem["rss"] - idle_rss) / 1024
         self.row("spool.rss", "RSS growth with %d files waiting" % count, grown, "MiB",
                  target="<= +10 MiB", ok=grown <= 10, note="NodeJS daemon: +143 MB")
         self.row("spool.scan", "start-up to %d files indexed" % count, found, "s")
