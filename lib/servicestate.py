@@ -223,6 +223,8 @@ def _json_problem(value):
         return None
     if isinstance(value, (list, tuple)):
         for item in value:
+            if item is None:  # AWS refuses such a report, however often it is sent
+                return "holds null inside an array, which a shadow cannot hold"
             problem = _json_problem(item)
             if problem:
                 return problem

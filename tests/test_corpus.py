@@ -597,11 +597,26 @@ SHADOW_CASES = [
     # A key of no service here is left for its owner, in desired.
     ("unknown-service-and-cfg", {"state": {"nosuch": {"a": 1}, "cfg": {"big": None, "b": 2}}},
      r"shadow Corpus1: reported cfg; cleared desired cfg$", ("cfg.json", {"b": 2}), True),
+    ("json-types-at-every-level", {"state": {"cfg": {"x": {"y": [1, "two", True, [],
+                                                               {"z": 1.5}]}}}},
+     r"cfg: wrote \S+/cfg.json \(delta version \d+\)",
+     ("cfg.json", {"b": 2, "x": {"y": [1, "two", True, [], {"z": 1.5}]}}), True),
+    ("json-null-in-array", {"state": {"cfg": {"x": [1, None]}}},
+     REFUSED % ("cfg", "the config holds null inside an array, which a shadow cannot hold"),
+     None, True),
+    ("shell-null", {"state": {"env": None}}, r"env: wrote \S+/env.sh \(delta version \d+\)",
+     ("env.sh", b""), True),
+    ("plaintext-delete", {"state": {"motd": "DELETE"}},
+     r"motd: wrote \S+/motd.txt \(delta version \d+\)", ("motd.txt", b""), True),
     # (after the updates above, which moved the shadow's version on)
     ("older-version", lambda v: {"version": v - 3, "state": {"cfg": {"a": 2}}},
      r"ignoring delta version \d+, older than \d+ already handled", None, False),
     ("version-string", lambda v: {"version": str(v + 5), "state": {"cfg": {"a": 2}}},
      r"ignoring delta version 0, older than \d+ already handled", None, False),
+    ("version-true", lambda v: {"version": True, "state": {"cfg": {"a": 2}}},
+     r"ignoring delta version 0, older than \d+ already handled", None, False),
+    ("version-negative", lambda v: {"version": -v, "state": {"cfg": {"a": 2}}},
+     r"ignoring delta version -\d+, older than \d+ already handled", None, False),
 ]
 
 
@@ -708,7 +723,7 @@ def test_shadow_document(shadow_run, daemon_b, case, delta, line, after, update)
         assert now == before, "an outfile changed"
     else:
         name, content = after
-        assert json.loads(now[name]) == content
+        assert (now[name] if isinstance(content, bytes) else json.loads(now[name])) == content
         assert all(now[n] == before[n] for n in now if n != name)
     d = daemon_b[0]
     assert d.proc.poll() is None
