@@ -109,7 +109,7 @@ fuzz: $(VENV)/.stamp
 # The tests marked soak (fault runs over ~20 s each, the fleet of 100
 # daemons) that make test skips; the real-link ones need root and iproute2.
 soak: tools $(VENV)/.stamp
-	$(PY) -m pytest tests -q -p no:cacheprovider --soak -m soak --durations=0 -rs
+	$(PY) -m pytest tests -q -p no:cacheprovider --soak -m soak --durations=0 -rs -rP
 
 demo: tools $(VENV)/.stamp
 	$(PY) examples/demo.py

@@ -26,14 +26,14 @@ log = logging.getLogger("chariotd")
 
 MAX_FAILURES = 5
 BACKOFF_BASE = 0.5
+BACKOFF_SPREAD = 4.0  # first retries anywhere in 1-4 s: a fleet dropped at once returns spread
 BACKOFF_CAP = 300.0
 BACKOFF_FLOOR = 1.0  # AWS IoT Core accepts one CONNECT per second per client id
 CONNACK_TIMEOUT = 30.0
 SUBSCRIBE_BATCH = 8  # AWS: at most 8 topic filters per SUBSCRIBE
 
-# TLS alerts about the certificate we presented (OpenSSL's reason names): a
-# broker refusing it sends one of these, in the handshake (TLS 1.2) or as
-# the first thing after it (TLS 1.3, where the client finishes first).
+# TLS alerts about our certificate (OpenSSL's names): a broker refusing it sends
+# one in the handshake (TLS 1.2) or right after it (TLS 1.3: the client finishes first).
 CERTIFICATE_ALERTS = frozenset((
     "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
     "SSLV3_ALERT_CERTIFICATE_REVOKED", "SSLV3_ALERT_CERTIFICATE_EXPIRED",
@@ -74,11 +74,11 @@ def backoff_cap():
 
 
 def backoff_delay(failures, rng=None, cap=BACKOFF_CAP):
-    """Seconds to wait before attempt number failures+1: full jitter, floored.
+    """Seconds to wait before attempt number failures+1: full jitter above the floor.
     rng: tests' random.Random; else os.urandom (the random module costs 0.2 MB)."""
-    ceiling = min(cap, BACKOFF_BASE * (2 ** min(failures, 30)))  # offline for days: no overflow
+    ceiling = min(cap, max(BACKOFF_SPREAD, BACKOFF_BASE * 2 ** min(failures, 30)))  # no overflow
     share = rng.random() if rng else int.from_bytes(os.urandom(7), "big") / 2 ** 56
-    return max(BACKOFF_FLOOR, share * ceiling)
+    return BACKOFF_FLOOR + share * max(0.0, ceiling - BACKOFF_FLOOR)
 
 
 def tls_context(cacert, certfile, keyfile, alpn=None):

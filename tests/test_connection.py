@@ -308,9 +308,11 @@ def test_tls_context_checks_hostname(pki):
 def test_backoff_is_full_jitter_within_bounds():
     rng = random.Random(7)
     for failures in range(12):
-        ceiling = max(BACKOFF_FLOOR, min(BACKOFF_CAP, 0.5 * 2 ** failures))
+        ceiling = min(BACKOFF_CAP, max(4, 0.5 * 2 ** failures))
         samples = [backoff_delay(failures, rng) for _ in range(500)]
         assert all(BACKOFF_FLOOR <= s <= ceiling for s in samples)
+        # Spread from the first retry: a fleet dropped at once never retries at once.
+        assert max(samples) - min(samples) > 0.8 * (ceiling - BACKOFF_FLOOR)
         if ceiling >= 8:
             # Full jitter: spread over the whole range, not bunched at the top.
             assert min(samples) < ceiling * 0.2 and max(samples) > ceiling * 0.8
