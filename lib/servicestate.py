@@ -198,6 +198,14 @@ class ServiceState:
             self._notify(self._queued.pop(0))
 
 
+def value_problem(value):
+    """Why no shadow can hold value (a phrase), or None: nested too deep
+    (checked first, without recursion), or not JSON a shadow takes."""
+    if _depth(value) > MAX_DEPTH:
+        return "is nested more than %d deep" % MAX_DEPTH
+    return _json_problem(value)
+
+
 def _depth(value):
     """How deep value nests objects and arrays, found without recursion."""
     deepest, stack = 0, [(value, 1)]

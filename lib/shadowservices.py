@@ -38,7 +38,7 @@ import logging
 from . import children, formats, shadowdoc
 from .actiondir import ActionFailed
 from .services import load_services
-from .servicestate import ChangeFailed, ChangeRefused, ServiceState
+from .servicestate import ChangeFailed, ChangeRefused, ServiceState, value_problem
 
 log = logging.getLogger("chariotd")
 
@@ -220,6 +220,9 @@ class ShadowServices:
         except formats.FormatError as e:
             raise ActionFailed("not valid %s: %s" % (fmt, e)) from None
         if st is None:  # reported as it is
+            problem = value_problem(value)
+            if problem:
+                raise ActionFailed("the value %s" % problem)
             base = self._extra.get(key, self._reported.get(key))
             self._extra[key] = shadowdoc.merge(base, value, self._empty_array_deletes)
             return

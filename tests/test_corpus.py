@@ -6,10 +6,10 @@ One daemon takes a category's cases one after another (or all at once),
 so the whole file runs in well under a minute: daemon A has the message
 files, the command files and the fleet-provisioning answers (through the
 `reprovision` command, against a fake provisioning service on the broker);
-daemon B the service definitions (loaded at start) and the shadow
+daemon B the service definitions (loaded at start), the shadow
 documents (as deltas published on the broker, beside the emulator that
-answers the daemon's own requests). Command-line values run the real
-`chariotd.py` each.
+answers the daemon's own requests) and then the update files. Command-line
+values run the real `chariotd.py` each.
 """
 
 import json
@@ -652,7 +652,9 @@ def daemon_b(tmp_path_factory, pki, broker):
                            [("corpus-b", *pki.issue("corpus-b"))])
     d = None
     try:
-        d = start_daemon(tmp, pki, "corpus-b", ["--services=%s:%s" % (THING, services)], store)
+        d = start_daemon(tmp, pki, "corpus-b", ["--services=%s:%s" % (THING, services),
+                                                "--updates=%s:%s" % (THING, tmp / "updates")],
+                         store)
         since(d, 0, r"shadow Corpus1: (reported|cleared desired) ")
         yield d, emulator, str(services), out
     finally:
@@ -669,7 +671,7 @@ def test_service_definition(daemon_b, name, content, text):
     lines = lines_with(log, os.path.join(services, name) + ": ")
     assert len(lines) == 1, lines
     assert lines[0].startswith("ERROR: ") and text in lines[0], lines[0]
-    assert "INFO: shadow Corpus1: services %s\n" % ", ".join(GOOD_SERVICES) in log
+    assert "INFO: shadow Corpus1: services %s; updates from " % ", ".join(GOOD_SERVICES) in log
 
 
 def test_outfiles_of_good_definitions_in_odd_places(daemon_b):
@@ -727,6 +729,46 @@ def test_shadow_document(shadow_run, daemon_b, case, delta, line, after, update)
         assert all(now[n] == before[n] for n in now if n != name)
     d = daemon_b[0]
     assert d.proc.poll() is None
+
+
+# == update files ===============================================================
+#
+# Local changes dropped into daemon B's --updates directory, after its shadow
+# cases: each refused one goes to failed/ with its line.
+
+UPDATE_CASES = [
+    # (name, content or maker, log text)
+    ("other.deep", b'{"d":' * 960 + b"1" + b"}" * 960, "the value is nested more than 32 deep"),
+    ("other.null-in-array", b'{"x": [1, null]}',
+     "the value holds null inside an array, which a shadow cannot hold"),
+    ("cfg.deep", b'{"d":' * 960 + b"1" + b"}" * 960, "the config is nested more than 32 deep"),
+    ("cfg.not-json", b"{x", "not valid JSON: "),
+    ("cfg.not-utf8", b'{"a": "\xff"}', "not valid JSON: "),
+    (".hidden", b"{}", "the file name does not start with a shadow key"),
+    ("env.path", b'{"PATH": "/tmp/evil"}', "key 'PATH' is a name " + FORBIDDEN),
+    ("motd.symlink", _symlink, "not a regular file"),
+]
+
+
+@pytest.fixture(scope="module")
+def updates_run(daemon_b, shadow_run):
+    d = daemon_b[0]
+    updates = os.path.join(os.path.dirname(str(daemon_b[3])), "updates")
+    for name, content, _text in UPDATE_CASES:
+        _drop(updates, daemon_b[3], name, content)  # (a symlink's target: out/secret)
+    paths = [os.path.join(updates, "new", n) + ":" for n, _c, _t in UPDATE_CASES]
+    wait_until(lambda: all(lines_with(d.log(), p) for p in paths), 20, "every update file")
+    return d.log(), updates
+
+
+@pytest.mark.parametrize("name, content, text", UPDATE_CASES, ids=[c[0] for c in UPDATE_CASES])
+def test_update_file(updates_run, name, content, text):
+    log, updates = updates_run
+    (line,) = lines_with(log, os.path.join(updates, "new", name) + ":")
+    assert line.startswith("ERROR: ") and text in line and line.endswith("moved to failed/"), \
+        line
+    assert name in os.listdir(os.path.join(updates, "failed"))
+    assert "Traceback" not in log
 
 
 # == command-line values =======================================================
