@@ -829,3 +829,15 @@ def test_command_line_value(case, args, text):
     (line,) = stderr.splitlines()
     assert line.startswith("chariotd: ") and text in line, line
     assert proc.stdout == b""
+
+
+def test_a_fleetprov_file_nested_too_deep_is_one_line_and_status_2(tmp_path):
+    config = tmp_path / "fleetprov.json"
+    config.write_bytes(b"[" * DEEP + b"]" * DEEP)
+    proc = subprocess.run([sys.executable, CHARIOTD, "--clientid=x", "--cacert=/nonexistent/ca",
+                           "--certstore=%s" % (tmp_path / "store"), "--fleetprov=%s" % config],
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("ERROR: --fleetprov: %s is not valid JSON: maximum recursion depth "
+                           "exceeded" % config), line
