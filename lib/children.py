@@ -94,16 +94,7 @@ def _reap(loop, proc, finished):
 
 def group_alive(pgid):
     """True while any process of the group exists (a zombie counts)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        with _groups_lock:
-            _groups.discard(pgid)
-            _stopping.discard(pgid)
-        return False
-    except PermissionError:
-        return True
-    return True
+    return signal_group(pgid, 0)
 
 
 def signal_group(pgid, sig):
