@@ -15,8 +15,8 @@ every scalar after it is lost.  So an array's line hands that text to
 
 A POSIX shell sees a test and one single-quoted word, skips the ``eval``
 and goes on with status 0 (safe under ``set -eu``; the array name stays
-unset); bash evaluates exactly ``NAME=('a' 'b')``.  Only bash reads arrays
-(also when it is /bin/sh); ksh and zsh skip them like the POSIX shells.
+unset); bash evaluates exactly ``NAME=('a' 'b')``.  Only bash (also as /bin/sh)
+reads arrays; ksh and zsh skip them like the POSIX shells.
 
 Safety is the point of this module.  A value is wrapped in single quotes and
 each embedded ``'`` is written as ``'\\''`` (close, escaped quote, reopen);
@@ -170,10 +170,9 @@ def load(text):
     try:
         return _Parser(text, False).parse()
     except FormatError as strict_error:
-        # A file written by the NodeJS daemon escapes quotes as \' inside
-        # single quotes, which POSIX reads differently (the backslash is
-        # literal and the quote closes).  Such a file never parses the POSIX
-        # way, and a file that does parse that way is read as a shell would.
+        # The NodeJS daemon escapes quotes as \' inside single quotes, which POSIX
+        # reads differently (the backslash is literal, the quote closes).  Such a
+        # file never parses the POSIX way; one that does is read as a shell would.
         if "\\'" not in text:
             raise
         try:
