@@ -714,18 +714,23 @@ class Bench:
         idle = self.daemon("--messages=" + self.spool())
         idle_rss = settled_mem(idle.proc.pid)["rss"]
         idle.stop()
-        d = self.spool(count, "bench/d/m")
-        start = time.monotonic()
-        daemon = self.daemon("--messages=" + d)
-        daemon.wait_log(r"%d message\(s\) waiting" % count, timeout=300)
-        found = time.monotonic() - start
-        time.sleep(2.0)  # sending at the default rate: the backlog stays ~100,000
-        mem = read_mem(daemon.proc.pid)
-        daemon.stop()
-        grown = (mem["rss"] - idle_rss) / 1024
-        self.row("spool.rss", "RSS growth with %d files waiting" % count, grown, "MiB",
-                 target="<= +10 MiB", ok=grown <= 10, note="NodeJS daemon: +143 MB")
-        self.row("spool.scan", "start-up to %d files indexed" % count, found, "s")
+        for prioritised in (False, True):
+            d = self.spool(count, "bench/d/m", priorities=prioritised)
+            start = time.monotonic()
+            daemon = self.daemon("--messages=" + d)
+            daemon.wait_log(r"%d message\(s\) waiting" % count, timeout=300)
+            found = time.monotonic() - start
+            time.sleep(2.0)  # sending at the default rate: the backlog stays ~count
+            mem = read_mem(daemon.proc.pid)
+            daemon.stop()
+            grown = (mem["rss"] - idle_rss) / 1024
+            kind = "prioritised " if prioritised else ""
+            self.row("spool.rss" + (".prioritised" if prioritised else ""),
+                     "RSS growth with %d %sfiles waiting" % (count, kind), grown, "MiB",
+                     target="<= +10 MiB", ok=grown <= 10,
+                     note="" if prioritised else "NodeJS daemon: +143 MB")
+            self.row("spool.scan" + (".prioritised" if prioritised else ""),
+                     "start-up to %d %sfiles indexed" % (count, kind), found, "s")
 
     # -- offline ------------------------------------------------------------------
 
