@@ -2,7 +2,7 @@
 """The benchmark report (`make bench`, `make bench-armv7`; not a test).
 
 Runs its own mosquitto (TLS with client certificates, as the tests do, with
-per-message logging off), the AWS IoT Core emulator on its plain port and
+per-message logging off and without Nagle's delay), the AWS IoT Core emulator on its plain port and
 the real daemon, and prints one table (and writes the same figures as JSON)
 in which every figure of chariotd stands beside references measured in the
 same run: a bare paho client, and a paho client that also reads, parses and
@@ -23,8 +23,11 @@ round are seconds apart). Steps:
               of files renamed into a running daemon; msg/s and CPU per
               10,000 messages against both references;
   latency     file rename to broker on an idle daemon (inotify);
-  shadow      app-side desired change to the service's outfile written;
-  spool       RSS with 100,000 files waiting, against idle;
+  shadow      app-side desired change to the service's outfile written,
+              taking turns with a bare paho client that writes each delta
+              to a file, and chariotd's own share (the paired difference);
+  spool       RSS with 100,000 files waiting, against idle (also with every
+              file prioritised), and the time to index them;
   offline     CPU while the broker is unreachable, with 100,000 files waiting
               and with none, over a short window extrapolated to an hour.
 
