@@ -769,16 +769,15 @@ class Bench:
                 d.stop()
         per_hour = _attempts_per_hour()
         hour = {k: cpu / max(1, attempts) * per_hour for k, (cpu, attempts) in used.items()}
-        how = "extrapolated: %d attempts in %g s (cap %g s), x %.0f attempts/h" % (
-            used["none"][1], window, OFFLINE_CAP, per_hour)
         self.row("offline.cpu.none", "an hour offline, no files (the attempts alone)",
-                 hour["none"], "s/h", note=how)
-        # CPU is counted in clock ticks (10 ms): within 0.05 s/h is the same.
+                 hour["none"], "s/h", note="%.2f s CPU in %d attempts, %g s (cap %g s); x %.0f "
+                 "attempts/h" % (used["none"] + (window, OFFLINE_CAP, per_hour)))
+        # CPU is counted in clock ticks: two of them either way are the same.
+        tick = 2.0 / os.sysconf("SC_CLK_TCK") / max(1, used["files"][1]) * per_hour
         self.row("offline.cpu.files", "an hour offline, %d files waiting" % count, hour["files"],
-                 "s/h", target="<= 1.00 x no files", ok=hour["files"] <= hour["none"] + 0.05,
-                 note="%d attempts in %g s; %.2f x no files" % (
-                     used["files"][1], window, hour["files"] / hour["none"] if hour["none"]
-                     else 1.0))
+                 "s/h", target="<= 1.00 x no files", ok=hour["files"] <= hour["none"] + tick,
+                 note="%.2f s CPU in %d attempts (CPU in %g s ticks)" % (
+                     used["files"] + (1.0 / os.sysconf("SC_CLK_TCK"),)))
 
     # -- the report ---------------------------------------------------------------
 
