@@ -123,7 +123,8 @@ bench: tools $(VENV)/.stamp
 # (qemu-system-arm -M virt, cortex-a15, a real kernel; python3.11 with
 # Debian's paho-mqtt 1.6.1, mosquitto, openssl), built once into ARMHF_CACHE
 # by the shared tools (as root: debootstrap). The tree is copied in without
-# its venvs and .git. Takes about ARMV7_MINUTES on our machine.
+# its venvs and .git. About 3 minutes on our machine once the rootfs is
+# built; FOOTPRINT.md says what the figures are.
 ARMHF_TOOLS ?= ../shared/tools
 ARMHF_CACHE ?= /tmp/chariotd-armhf
 ARMV7_TREE := $(CURDIR)/build/armv7-tree
