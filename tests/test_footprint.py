@@ -16,6 +16,7 @@ NOT_NEEDED = {
     "random",  # the reconnect backoff's jitter
     "tempfile", "subprocess",  # the certstore, child processes
     "lib.jsliteral",  # .js service definitions
+    "lib.status", "lib.defender", "lib.jobs", "lib.tunnels",  # not configured here
 }
 
 
