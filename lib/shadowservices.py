@@ -30,6 +30,17 @@ Decisions:
   change that failed on the device (outfile not writable: a full or
   read-only disk) is left in desired and tried again by a fetch after
   RETRY_FIRST seconds, doubling up to RETRY_CAP while it keeps failing.
+- A report the shadow cannot hold. An update AWS refuses for what it
+  carries (NEVER_TAKEN: nested too deep, the document over its size limit)
+  would be refused again, and every later report merged into it with it.
+  So its keys are sent one at a time (each with its own desired clearing,
+  which may be what makes room for it), and a key refused alone is logged
+  once and left out of reported until its value changes; the other keys,
+  and desired clearing, go on. Nothing is refused before sending on
+  AWS's shadow limits: the size limit is an adjustable quota and the
+  nesting limit is stated as 5, 6 or 8 by different AWS pages
+  (docs/aws-facts.md#device-shadow), so the refusal is the one sure answer;
+  it costs one request per key.
 """
 
 import json
@@ -39,11 +50,16 @@ from . import children, formats, shadowdoc
 from .actiondir import ActionFailed
 from .services import load_services
 from .servicestate import ChangeFailed, ChangeRefused, ServiceState, value_problem
+from .updatefiles import file_key
 
 log = logging.getLogger("chariotd")
 
 RETRY_FIRST = 2.0
 RETRY_CAP = 300.0
+# Update refusals that the same update would get again: 400 (malformed, such
+# as nested too deep) and 413 (the document over its size limit). 409 is a
+# version conflict; 429 (throttled) and 5xx are worth retrying.
+NEVER_TAKEN = (400, 413)
 DEFAULTSHADOW_TIMEOUT = 10
 
 
@@ -76,6 +92,8 @@ class ShadowServices:
         self._reported = {}  # the shadow's reported section, as far as we know
         self._extra = {}  # keys without a service (update files): the value to report
         self._handled = set()  # desired keys handled, to be cleared by the next update
+        self._refused = {}  # key -> the value the shadow refused to report (left out while equal)
+        self._suspects = []  # the keys of a refused update, to send one at a time
         self._not_applied = set()  # desired keys a service failed to apply
         self._apply_retry = None  # the refetch that tries a failed change again
         self._apply_failures = 0
@@ -90,9 +108,11 @@ class ShadowServices:
 
     # -- what the shadow says -----------------------------------------------------
 
-    def take_document(self, reported, desired, first):
-        """A fetched document's sections; first: the first since start, which
+    def take_document(self, state, first):
+        """A fetched document's state; first: the first since start, which
         tells each service its current config."""
+        state = state if isinstance(state, dict) else {}
+        reported, desired = (_object(state.get(name)) for name in ("reported", "desired"))
         self._reported = reported
         if first:
             for st in self._services.values():
@@ -127,16 +147,60 @@ class ShadowServices:
 
     # -- what to tell it ----------------------------------------------------------
 
-    def changed_reported(self):
-        """The reported update that brings the shadow in line with the configs."""
+    def next_update(self):
+        """(reported, clear, keys) for the next update: the reported values that
+        bring the shadow in line with the configs, less those it refused; the
+        desired keys to clear (given back by `put_back` if not sent); and None,
+        or while the keys of a refused update are sent one at a time, the one
+        key this update is about."""
+        wanted = self._wanted()
+        for key in [k for k, v in self._refused.items() if not shadowdoc.equal(wanted.get(k), v)]:
+            del self._refused[key]  # changed since: tried again
+        reported = self._reported_update(
+            {k: v for k, v in wanted.items() if k not in self._refused})
+        while self._suspects and self._suspects[0] not in reported:
+            del self._suspects[0]  # nothing left to report for it
+        if not self._suspects:
+            handled, self._handled = self._handled, set()
+            return reported, handled, None
+        key = self._suspects[0]
+        clear = self._handled & {key}  # its clearing may be what makes room for it
+        self._handled -= clear
+        return {key: reported[key]}, clear, {key}
+
+    def refused(self, reported, reason):
+        """The shadow refused for good (reason: AWS's code and text) an update
+        that carried reported. Its keys are sent one at a time next; a key
+        refused alone is logged, and its value left out of reported until it
+        changes (a key of update files only forgets the value). Returns the
+        keys found to blame."""
+        if len(reported) > 1:
+            self._suspects = sorted(reported)
+            log.warning("shadow %s: update refused (%s); reporting %s one at a time to find "
+                        "which it cannot take", self._thing, reason, ", ".join(self._suspects))
+            return []
+        [key] = reported
+        if key in self._suspects:
+            self._suspects.remove(key)
+        value = self._wanted().get(key)
+        if not shadowdoc.equal(self._reported_update({key: value}), reported):
+            return []  # changed since it was sent: the new value is tried
+        log.error("shadow %s: %s: the shadow refused its reported config (%s); left out of "
+                  "reported until it changes", self._thing, key, reason)
+        if key in self._services:
+            self._refused[key] = shadowdoc.copy(value)
+        else:
+            del self._extra[key]
+        return [key]
+
+    def _wanted(self):
+        """What the shadow should report, by key."""
         wanted = {key: st.config for key, st in self._services.items() if st.reports}
         wanted.update(self._extra)
-        return shadowdoc.diff({key: self._reported.get(key) for key in wanted}, wanted)
+        return wanted
 
-    def take_handled(self):
-        """The desired keys to clear now (given back by `put_back` if not sent)."""
-        handled, self._handled = self._handled, set()
-        return handled
+    def _reported_update(self, wanted):
+        return shadowdoc.diff({key: self._reported.get(key) for key in wanted}, wanted)
 
     def put_back(self, handled):
         self._handled |= handled
@@ -210,7 +274,7 @@ class ShadowServices:
 
     def take_file(self, name, data):
         """Apply an update file KEY or KEY.SUFFIX; ActionFailed says why not."""
-        key = name.partition(".")[0]
+        key = file_key(name)
         if not key:
             raise ActionFailed("the file name does not start with a shadow key")
         st = self._services.get(key)
@@ -231,6 +295,10 @@ class ShadowServices:
             st.apply(config, "update file " + name, check=check)
         except (ChangeRefused, ChangeFailed) as e:
             raise ActionFailed(str(e)) from None
+
+
+def _object(value):
+    return value if isinstance(value, dict) else {}
 
 
 def _seed(result):

@@ -23,8 +23,9 @@ Decisions:
   and a counter) since every subscriber sees every answer; answers with
   another token are not ours. A rejected request, or one without an answer
   within RESPONSE_TIMEOUT, is retried after a delay doubling from
-  RETRY_FIRST to RETRY_CAP (reset by the next success), so an update the
-  cloud keeps refusing (413: too large) costs one log line per RETRY_CAP.
+  RETRY_FIRST to RETRY_CAP (reset by the next success). An update refused
+  for good (NEVER_TAKEN, or over AWS's payload limit) is not: its reports go
+  one at a time, and one refused alone is left out (lib.shadowservices).
 - Desired keys handled are cleared by an update that carries the version
   the shadow had when we last heard of it. Should the cloud change desired
   state between our reading it and our clearing it, the update is refused
@@ -51,7 +52,7 @@ import time
 
 from . import shadowservices
 from .awslimits import PAYLOAD_LIMIT
-from .shadowservices import RETRY_CAP, RETRY_FIRST, ShadowServices
+from .shadowservices import NEVER_TAKEN, RETRY_CAP, RETRY_FIRST, ShadowServices
 from .updatefiles import UpdateFiles
 
 log = logging.getLogger("chariotd")
@@ -95,13 +96,9 @@ class _Request:
     __slots__ = ("kind", "token", "timer", "reported", "clear", "files", "creates")
 
     def __init__(self, kind):
-        self.kind = kind
+        self.kind, self.timer, self.creates = kind, None, False
         self.token = "%s-%d" % (_TOKEN_PREFIX, next(_token_numbers))
-        self.timer = None
-        self.reported = {}
-        self.clear = set()
-        self.files = []
-        self.creates = False
+        self.reported, self.clear, self.files = {}, set(), []  # what an update carries
 
 
 class ShadowSync:
@@ -162,9 +159,8 @@ class ShadowSync:
         if self._phase == STARTING:
             return
         req = _Request("update")
-        req.reported = self._services.changed_reported()
-        req.clear = self._services.take_handled()
-        req.files = self._updates.pending()
+        req.reported, req.clear, keys = self._services.next_update()
+        req.files = self._updates.pending(keys)
         req.creates = self._phase == CREATING
         if not req.reported and not req.clear and not req.creates:
             self._updates.finish(req.files)
@@ -182,18 +178,16 @@ class ShadowSync:
         body["clientToken"] = req.token
         payload = json.dumps(body, separators=(",", ":")).encode()
         self._request = req
-        if len(payload) > PAYLOAD_LIMIT:
-            self._failed(req, "is %d bytes, over AWS's message size limit" % len(payload))
+        if len(payload) > PAYLOAD_LIMIT:  # AWS would close the connection
+            self._refused(req, "%d bytes, over AWS's message size limit" % len(payload))
             return
         topic = self._prefix + ("/get" if req.kind == "get" else "/update")
         self._publisher.publish(topic, payload, 1, lambda ok: self._sent(req, ok))
 
     def _sent(self, req, ok):
-        if req is not self._request:
-            return
-        if ok:
+        if req is self._request and ok:
             req.timer = self._loop.call_later(RESPONSE_TIMEOUT, self._timed_out, req)
-        else:
+        elif req is self._request:
             self._failed(req, "could not be published")
 
     def _timed_out(self, req):
@@ -300,15 +294,28 @@ class ShadowSync:
         req = self._ours(msg, "update")
         if req is None:
             return
-        if msg.get("code") == 409:
-            # Desired state changed since we last saw it: read it before clearing.
+        if msg.get("code") == 409 or msg.get("message") == "Invalid version":
+            # Desired state changed (or the shadow went) since we last saw it: read it again.
             log.info("shadow %s: changed meanwhile (version conflict); fetching it again",
                      self.thing)
             self._drop(req)
             self._cloud_version = None
             self.fetch()
+        elif msg.get("code") in NEVER_TAKEN:
+            self._refused(req, _error(msg))
+        else:
+            self._failed(req, "refused: %s" % _error(msg))
+
+    def _refused(self, req, reason):
+        """The shadow will never take req as it is: the reports to blame are
+        found and left out (ShadowServices.refused), the rest sent at once."""
+        if not req.reported:  # nothing to leave out
+            self._failed(req, "refused: %s" % reason)
             return
-        self._failed(req, "refused: %s" % _error(msg))
+        self._drop(req)
+        culprits = self._services.refused(req.reported, reason)
+        self._updates.fail(req.files, culprits, "the shadow refused it: " + reason)
+        self._next()
 
     def _deleted(self, _msg):
         log.info("shadow %s was deleted; fetching it again", self.thing)
@@ -336,9 +343,7 @@ class ShadowSync:
             log.info("shadow %s: ignoring document version %d, older than %d already handled",
                      self.thing, version, self._version)
             return
-        state = doc.get("state") if isinstance(doc.get("state"), dict) else {}
-        self._services.take_document(_section(state, "reported"), _section(state, "desired"),
-                                     first)
+        self._services.take_document(doc.get("state"), first)
         self._version = max(self._version, version)
         self._synced_at = time.time()
         self._cloud_version = version
@@ -384,11 +389,6 @@ class ShadowSync:
         if first:
             self._synced(0)
         self._next()
-
-
-def _section(state, name):
-    value = state.get(name)
-    return value if isinstance(value, dict) else {}
 
 
 def _version(msg):

@@ -6,7 +6,8 @@ order; the sync applies it on the device at once. The file is deleted only
 when the sync says the update reporting it was accepted, so a crash or a
 power cut before then (the device may be offline for hours) applies it
 again on the next start instead of losing it. A file the sync refuses goes
-to `failed/` (the newest KEEP_FAILED kept) with a log line. Files are only
+to `failed/` (the newest KEEP_FAILED kept) with a log line, as does one
+whose change the shadow refuses to report. Files are only
 taken once `start` is called: the sync must first learn the current
 configs from the shadow. What a file means is lib.shadowservices' business.
 """
@@ -50,12 +51,24 @@ class UpdateFiles:
         for consumer in self._consumers:
             consumer.start()
 
-    def pending(self):
-        """Tokens for the files applied but not yet reported, for `finish`."""
-        return [(ident, stamp) for ident, (_adir, stamp) in self._pending.items()]
+    def pending(self, keys=None):
+        """Tokens for the files applied but not yet reported (with keys, only
+        the files of those shadow keys), for `finish` or `fail`."""
+        return [(ident, stamp) for ident, (_adir, stamp) in self._pending.items()
+                if keys is None or file_key(ident[1]) in keys]
 
     def finish(self, tokens):
         """Delete the files whose changes the shadow now reports."""
+        for adir, name in self._settled(tokens):
+            adir.done(name)
+
+    def fail(self, tokens, keys, reason):
+        """Move the files of keys (among tokens) to failed/: the shadow refused their change."""
+        for adir, name in self._settled([t for t in tokens if file_key(t[0][1]) in keys]):
+            adir.fail(name, reason)
+
+    def _settled(self, tokens):
+        """(ActionDir, name) of each file of tokens still in new/, no longer pending."""
         for ident, stamp in tokens:
             entry = self._pending.get(ident)
             if entry is None or entry[1] != stamp:
@@ -64,7 +77,7 @@ class UpdateFiles:
             adir, name = entry[0], ident[1]
             try:
                 if _identity(adir.lstat(name)) == stamp:
-                    adir.done(name)
+                    yield adir, name
             except FileNotFoundError:
                 pass
 
@@ -82,6 +95,11 @@ class UpdateFiles:
 
     def _hold(self, adir, name, st):
         self._pending[(adir.path, name)] = (adir, _identity(st))
+
+
+def file_key(name):
+    """The shadow key an update file KEY or KEY.SUFFIX sets ("" for none)."""
+    return name.partition(".")[0]
 
 
 def _identity(st):

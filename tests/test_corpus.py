@@ -590,7 +590,8 @@ SHADOW_CASES = [
     ("json-wrong-type", {"state": {"cfg": 5}},
      r"cfg: wrote \S+/cfg.json \(delta version \d+\)", ("cfg.json", 5), True),
     # (as large as the shadow's 8 KB state takes back: a larger config is
-    # written but its report is refused with 413 and retried)
+    # written but its report is refused with 413 and left out of reported,
+    # tests/test_shadow_refused.py)
     ("json-large-array", {"state": {"cfg": {"big": [0] * 3500}}},
      r"cfg: wrote \S+/cfg.json \(delta version \d+\)", ("cfg.json", {"big": [0] * 3500}),
      True),

@@ -282,14 +282,16 @@ def test_update_files_survive_until_reported(tmp_path, broker, emulator, certsto
     wait_until(lambda: os.listdir(str(updates / "new")) == [], what="file deleted")
 
 
-def test_update_refused_by_the_cloud_is_retried(tmp_path, emulator, certstore, daemon_factory):
+def test_an_update_file_refused_by_the_cloud_goes_to_failed(tmp_path, emulator, certstore,
+                                                            daemon_factory):
     updates = tmp_path / "updates"
     d = start(daemon_factory, certstore, "--updates=%s:%s" % (THING, updates))
     drop_update(updates, "blob.1", json.dumps({"data": "x" * 9000}))
-    d.wait_log("update refused: 413 The payload exceeds the maximum size allowed; "
-               "retrying in 2s")
-    assert os.listdir(str(updates / "new")) == ["blob.1"]  # not lost
+    d.wait_log(r"new/blob.1: the shadow refused it: 413 The payload exceeds the maximum size "
+               r"allowed; moved to failed/")
+    assert os.listdir(str(updates / "failed")) == ["blob.1"]
     drop_update(updates, "blob.2", json.dumps({"data": "small"}))
     d.wait_log("reported blob")
     assert shadow_state(emulator)["reported"] == {"blob": {"data": "small"}}
     wait_until(lambda: os.listdir(str(updates / "new")) == [], what="files deleted")
+    assert "retrying" not in d.log()
