@@ -11,9 +11,10 @@ PY := $(VENV)/bin/python
 PY1 := $(VENV1)/bin/python
 # command:package (just the name when they are the same)
 APT_PACKAGES := mosquitto busybox dash bash openssl runsv:runit shellcheck node:nodejs npm
-# The tests that exercise paho directly, run again against paho-mqtt 1.6.
+# The tests that exercise paho directly (test_footprint: which of the modules
+# paho imports load), run again against paho-mqtt 1.6.
 PAHO1_TESTS := tests/test_connection.py tests/test_messages.py tests/test_messages_delivery.py tests/test_subscriptions.py \
-	tests/test_corpus.py
+	tests/test_corpus.py tests/test_footprint.py
 
 .PHONY: all test test-paho1 lint demo bench bench-armv7 tools clean micropython fuzz soak
 

@@ -5,6 +5,7 @@ lib/mqttlib.py put in place of a module paho imports counts as not loaded
 until the real module is imported."""
 
 import json
+import sys
 
 # Beside each, what used to load it.
 NOT_NEEDED = {
@@ -14,10 +15,12 @@ NOT_NEEDED = {
     "argparse", "gettext",  # the command line
     "shutil", "bz2", "lzma",  # argparse, for the width of a terminal
     "random",  # the reconnect backoff's jitter
-    "tempfile", "subprocess",  # the certstore, child processes
+    "tempfile",  # the certstore, child processes
     "lib.jsliteral",  # .js service definitions
     "lib.status", "lib.defender", "lib.jobs", "lib.tunnels",  # not configured here
 }
+if sys.version_info >= (3, 11):  # before, platform (which paho uses) imports it
+    NOT_NEEDED.add("subprocess")  # child processes
 
 
 def _imported(daemon):
