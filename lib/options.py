@@ -5,19 +5,15 @@ here, before anything connects, so a typo in a run script is a one-line
 error and exit status 2 rather than a daemon that half-works. This module
 does not act on any option.
 
-The command line is read as argparse reads it (Python 3.11, no
-abbreviations), by a few lines of our own: argparse and what it imports
-(gettext, shutil with bz2 and lzma) are 0.5 MB a daemon would keep for
-ever, so it is imported only to format --help.
+The command line is read by lib/argvreader.py, as argparse would read it.
 """
 
-import collections
 import os
 import re
 import sys
-import types
 
-from . import awslimits
+from . import argvreader, awslimits
+from .argvreader import FLAG, MANY, VALUE, OptionError, Spec
 
 VERSION = "0.1.0"
 ORDERS = ("lexical", "reverse-lexical", "newest-first", "oldest-first")
@@ -53,13 +49,6 @@ DEFAULT_PUBLISH_RATE = 97
 DEFAULT_PUBLISH_BYTES_RATE = 500 * 1024
 
 
-FLAG, VALUE, MANY = "flag", "value", "many"  # MANY: given again, every value is kept
-_Spec = collections.namedtuple("_Spec", "names kind metavar default help")
-_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse's: a value, not an option
-
-
-class OptionError(Exception):
-    """A bad command line; the message names the option."""
 
 
 class MessageDir:
@@ -76,7 +65,7 @@ def _specs():
     specs = []
 
     def add(*names, kind=VALUE, metavar=None, default=None, help=None):
-        specs.append(_Spec(names, kind, metavar, default, help))
+        specs.append(Spec(names, kind, metavar, default, help))
 
     add("-h", "--help", kind=FLAG, help="show this help and exit")
     add("--version", kind=FLAG, help="print the version and exit")
@@ -121,89 +110,14 @@ def _specs():
 
 
 def usage():
-    import argparse  # only to format the help
-
-    p = argparse.ArgumentParser(prog="chariotd", add_help=False, allow_abbrev=False,
-                                description="Owns the device's connection to AWS IoT Core.")
-    for spec in _specs():
-        action = {FLAG: "store_true", MANY: "append"}.get(spec.kind)
-        p.add_argument(*spec.names, action=action, help=spec.help,
-                       **({} if spec.kind == FLAG else {"metavar": spec.metavar}))
-    return p.format_help()
-
-
-def _read(argv):
-    """The options in argv, as argparse reads them: `--name=value` or `--name
-    value` (a value that looks like an option, other than a negative number
-    or a text with a space, is not taken), flags without a value, the last
-    of a repeated option kept (of MANY, all), `-hh` for -h -h; anything
-    else, `--` and what follows it included, is unrecognised."""
-    by_name, ns, unrecognised = {}, types.SimpleNamespace(), []
-    for spec in _specs():
-        by_name.update(dict.fromkeys(spec.names, spec))
-        empty = {MANY: [], FLAG: False}.get(spec.kind, spec.default)
-        setattr(ns, _dest(spec), empty)
-    i = 0
-    while i < len(argv):
-        arg, i = argv[i], i + 1
-        if arg == "--":
-            unrecognised += argv[i - 1:]
-            break
-        spec, name, value = _option(arg, by_name) or (None, None, None)
-        if spec is None:
-            unrecognised.append(arg)
-            continue
-        what = "argument %s: " % "/".join(spec.names)
-        while spec.kind == FLAG:
-            setattr(ns, _dest(spec), True)
-            if value is None:
-                break
-            if name.startswith("--") or not value or "-" + value[0] not in by_name:
-                raise OptionError(what + "ignored explicit argument %r" % value)
-            name, value = "-" + value[0], value[1:] or None
-            spec = by_name[name]
-        if spec.kind == FLAG:
-            continue
-        if value is None:
-            if i == len(argv) or argv[i] == "--" or _option(argv[i], by_name):
-                raise OptionError(what + "expected one argument")
-            value, i = argv[i], i + 1
-        if spec.kind == MANY:
-            getattr(ns, _dest(spec)).append(value)
-        else:
-            setattr(ns, _dest(spec), value)
-    if unrecognised:
-        raise OptionError("unrecognized arguments: " + " ".join(unrecognised))
-    return ns
-
-
-def _option(arg, by_name):
-    """(spec or None if unknown, option name, value given with it or None) when
-    arg is an option, None when it is a value (or a positional argument)."""
-    if not arg.startswith("-"):
-        return None
-    if arg in by_name:
-        return by_name[arg], arg, None
-    if len(arg) == 1:
-        return None
-    name, equals, value = arg.partition("=")
-    if equals and name in by_name:
-        return by_name[name], name, value
-    if arg[1] != "-" and arg[:2] in by_name:
-        return by_name[arg[:2]], arg[:2], arg[2:]
-    if _NEGATIVE_NUMBER.match(arg) or " " in arg:
-        return None
-    return None, arg, None
-
-
-def _dest(spec):
-    return spec.names[-1][2:].replace("-", "_")
+    return argvreader.format_help(_specs(), prog="chariotd",
+                                  description="Owns the device's connection to AWS IoT Core.")
 
 
 def parse(argv):
     """Return the settled options as attributes (named as the long options,
     dashes as underscores), or raise OptionError."""
-    ns = _read(argv)
+    ns = argvreader.read(_specs(), argv)
     if ns.help or ns.version or ns.status:
         return ns
     for name in ("clientid", "cacert", "certstore"):
