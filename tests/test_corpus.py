@@ -748,6 +748,11 @@ UPDATE_CASES = [
     (".hidden", b"{}", "the file name does not start with a shadow key"),
     ("env.path", b'{"PATH": "/tmp/evil"}', "key 'PATH' is a name " + FORBIDDEN),
     ("motd.symlink", _symlink, "not a regular file"),
+    # Taken, but the shadow refuses to report them (each then sent alone).
+    ("other.too-deep-for-the-shadow", b'{"a": {"b": {"c": {"d": {"e": 1}}}}}',
+     "the shadow refused it: 400 JSON contains too many levels of nesting; maximum is 6"),
+    ("blob.over-8kb", b'{"data": "' + b"x" * 9000 + b'"}',
+     "the shadow refused it: 413 The payload exceeds the maximum size allowed"),
 ]
 
 
