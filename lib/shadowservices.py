@@ -185,7 +185,7 @@ class ShadowServices:
         value = self._wanted().get(key)
         if not shadowdoc.equal(self._reported_update({key: value}), reported):
             return []  # changed since it was sent: the new value is tried
-        log.error("shadow %s: %s: the shadow refused its reported config (%s); left out of "
+        log.error("shadow %s: %s: the shadow cannot take its reported config (%s); left out of "
                   "reported until it changes", self._thing, key, reason)
         if key in self._services:
             self._refused[key] = shadowdoc.copy(value)

@@ -314,7 +314,7 @@ class ShadowSync:
             return
         self._drop(req)
         culprits = self._services.refused(req.reported, reason)
-        self._updates.fail(req.files, culprits, "the shadow refused it: " + reason)
+        self._updates.fail(req.files, culprits, "the shadow cannot take it: " + reason)
         self._next()
 
     def _deleted(self, _msg):

@@ -750,9 +750,9 @@ UPDATE_CASES = [
     ("motd.symlink", _symlink, "not a regular file"),
     # Taken, but the shadow refuses to report them (each then sent alone).
     ("other.too-deep-for-the-shadow", b'{"a": {"b": {"c": {"d": {"e": 1}}}}}',
-     "the shadow refused it: 400 JSON contains too many levels of nesting; maximum is 6"),
+     "the shadow cannot take it: 400 JSON contains too many levels of nesting; maximum is 6"),
     ("blob.over-8kb", b'{"data": "' + b"x" * 9000 + b'"}',
-     "the shadow refused it: 413 The payload exceeds the maximum size allowed"),
+     "the shadow cannot take it: 413 The payload exceeds the maximum size allowed"),
 ]
 
 

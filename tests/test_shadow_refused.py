@@ -12,6 +12,7 @@ import time
 
 from process import wait_until
 from shadowhelpers import (
+    PREFIX,
     THING,
     assert_quiet,
     device_updates,
@@ -40,7 +41,7 @@ def validate(cfg):
 
 TOO_LARGE = "413 The payload exceeds the maximum size allowed"
 TOO_DEEP = "400 JSON contains too many levels of nesting; maximum is 6"
-REFUSED = "shadow Gw1: %s: the shadow refused its reported config (%s); left out of reported " \
+REFUSED = "shadow Gw1: %s: the shadow cannot take its reported config (%s); left out of reported " \
           "until it changes"
 
 
@@ -98,7 +99,7 @@ def test_a_report_the_shadow_cannot_hold_is_left_out_and_the_rest_goes_on(
                what="big reported")
     assert json.loads(read_file(big)) == {"small": 1}
     assert shadow_state(emulator)["reported"]["good"] == {"n": 2}
-    assert d.log().count("the shadow refused its reported config") == 1
+    assert d.log().count("the shadow cannot take its reported config") == 1
 
 
 def test_an_update_file_the_shadow_cannot_hold_goes_to_failed(tmp_path, emulator, certstore,
@@ -113,8 +114,8 @@ def test_an_update_file_the_shadow_cannot_hold_goes_to_failed(tmp_path, emulator
     drop_update(updates, "blob.1", json.dumps({"data": "x" * 9000}))
     d = daemon_factory("--services=%s:%s" % (THING, services),
                        "--updates=%s:%s" % (THING, updates), certstore=certstore)
-    d.wait_log(re.escape("new/blob.1: the shadow refused it: %s; moved to failed/" % TOO_LARGE))
-    d.wait_log(re.escape("new/stats.1: the shadow refused it: %s; moved to failed/" % TOO_DEEP))
+    d.wait_log(re.escape("new/blob.1: the shadow cannot take it: %s; moved to failed/" % TOO_LARGE))
+    d.wait_log(re.escape("new/stats.1: the shadow cannot take it: %s; moved to failed/" % TOO_DEEP))
     wait_until(lambda: (shadow_state(emulator) or {}).get("reported") == {"app": {"mode": "eco"}},
                what="app reported")
     wait_until(lambda: os.listdir(str(updates / "new")) == [], what="app.1 deleted")
@@ -132,3 +133,29 @@ def test_an_update_file_the_shadow_cannot_hold_goes_to_failed(tmp_path, emulator
                what="stats reported")
     wait_until(lambda: os.listdir(str(updates / "new")) == [], what="stats.2 deleted")
     assert sorted(os.listdir(str(updates / "failed"))) == ["blob.1", "stats.1"]
+
+
+HUGE_PY = BIG_PY.replace('"big"', '"huge"').replace('"x" * 9000', '"x" * 140000')
+
+
+def test_a_report_over_the_payload_limit_is_never_sent(tmp_path, emulator, certstore,
+                                                       daemon_factory):
+    services = tmp_path / "services"
+    json_service(services, "good", key="good", outfile=str(tmp_path / "good.json"),
+                 outformat="JSON", notifycmd="")
+    write_file(services / "huge.py", HUGE_PY % {"outfile": str(tmp_path / "huge.json")})
+    d = daemon_factory("--services=%s:%s" % (THING, services), certstore=certstore)
+    wait_synced(d)
+    before = len(device_updates(emulator))
+    emulator.set_desired(THING, {"good": {"n": 1}, "huge": {"expand": True}})
+    refused = REFUSED % ("huge", r"\d+ bytes, over AWS's message size limit")
+    d.wait_log(refused.replace("(", r"\(").replace(")", r"\)"))
+    wait_until(lambda: (shadow_state(emulator).get("reported", {}).get("good") == {"n": 1}
+                        and not shadow_state(emulator).get("desired")),
+               what="good reported and desired cleared of both")
+    sent = settled_updates(emulator, before)
+    assert all(len(m.payload) < 128 * 1024 for m in emulator.on(PREFIX + "/update"))
+    assert all("huge" not in u["state"].get("reported", {}) for u in sent), sent
+    assert 2 <= len(sent) <= 3, sent  # good alone, huge's desired clearing (twice at most)
+    assert len(re.findall(refused.replace("(", r"\(").replace(")", r"\)"), d.log())) == 1
+    assert "connection to" not in d.log()  # never disconnected for it

@@ -287,7 +287,7 @@ def test_an_update_file_refused_by_the_cloud_goes_to_failed(tmp_path, emulator, 
     updates = tmp_path / "updates"
     d = start(daemon_factory, certstore, "--updates=%s:%s" % (THING, updates))
     drop_update(updates, "blob.1", json.dumps({"data": "x" * 9000}))
-    d.wait_log(r"new/blob.1: the shadow refused it: 413 The payload exceeds the maximum size "
+    d.wait_log(r"new/blob.1: the shadow cannot take it: 413 The payload exceeds the maximum size "
                r"allowed; moved to failed/")
     assert os.listdir(str(updates / "failed")) == ["blob.1"]
     drop_update(updates, "blob.2", json.dumps({"data": "small"}))
