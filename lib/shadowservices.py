@@ -36,11 +36,12 @@ Decisions:
   So its keys are sent one at a time (each with its own desired clearing,
   which may be what makes room for it), and a key refused alone is logged
   once and left out of reported until its value changes; the other keys,
-  and desired clearing, go on. Nothing is refused before sending on
-  AWS's shadow limits: the size limit is an adjustable quota and the
-  nesting limit is stated as 5, 6 or 8 by different AWS pages
-  (docs/aws-facts.md#device-shadow), so the refusal is the one sure answer;
-  it costs one request per key.
+  and desired clearing, go on. Nothing is refused before sending on the
+  shadow's own limits (only on AWS's fixed 128 KiB payload limit, by
+  lib.shadowsync, with the same outcome): the size limit is an adjustable
+  quota and the nesting limit is stated as 5, 6 or 8 by different AWS
+  pages (docs/aws-facts.md#device-shadow), so the refusal is the one sure
+  answer; it costs one request per key.
 """
 
 import json
