@@ -89,6 +89,7 @@ def test_values_a_shell_file_cannot_hold_refuse_the_change(emulator, shell_daemo
     d, outfile, runs = shell_daemon
     emulator.set_desired(THING, {"console": {"good": "1"}})
     d.wait_log("cleared desired console")
+    wait_until(lambda: runs() == 1, what="the good change's notify")  # it runs on its own time
     before = read_file(outfile)
     emulator.set_desired(THING, {"console": bad})
     d.wait_log(r"console: delta version \d+ refused: cannot be written as SHELL: .*; "
