@@ -72,6 +72,10 @@ UNPACED = ("--publish-rate=0", "--publish-bytes-rate=0")
 STEPS = ["memory", "rate", "throughput", "latency", "shadow", "spool", "offline"]
 WINDOW = 10  # the daemon's default --message-concurrency
 THING = "Gw1"
+# The daemons of the memory step, beside a bare paho client.
+CONFIGS = (("full", "all features"),
+           ("health", "all features, --defender and --status-file"),
+           ("messages", "--messages only"))
 OFFLINE_CAP = 2.0  # s: the backoff's cap while the offline step measures
 REF_THING = "RefGw"  # the shadow step's paho reference
 PER = 10000  # CPU is reported per this many messages
@@ -478,7 +482,7 @@ class Bench:
     def memory(self):
         rounds = self.args.memory_rounds or (1 if self.quick else 3)
         window = self.args.idle_seconds or (5 if self.quick else 20)
-        got = {"bare": [], "full": [], "messages": []}
+        got = {"bare": [], "full": [], "health": [], "messages": []}
         cpu = {k: [0.0, 0] for k in got}
         for _ in range(rounds):
             cert, key, _ = self.device("ref-idle")
@@ -492,10 +496,16 @@ class Bench:
                 _, full_options = self.full_config()
                 procs["full"] = self.daemon(*full_options, device="device-full",
                                             wait=r"shadow \S+: synced")
+                # ... and with the health features too (issue 14: what they cost)
+                base, health_options = self.full_config()
+                procs["health"] = self.daemon(
+                    *health_options, "--defender=%s:300" % THING,
+                    "--status-file=" + os.path.join(base, "status.json"),
+                    device="device-health", wait=r"shadow \S+: synced")
                 procs["messages"] = self.daemon("--messages=" + self.spool(),
                                                 device="device-msg")
-                pids = {"bare": bare.pid, "full": procs["full"].proc.pid,
-                        "messages": procs["messages"].proc.pid}
+                pids = {"bare": bare.pid, "messages": procs["messages"].proc.pid}
+                pids.update((k, procs[k].proc.pid) for k in ("full", "health"))
                 time.sleep(2.0)  # past start-up work
                 for k, pid in pids.items():
                     got[k].append(settled_mem(pid))
@@ -513,7 +523,7 @@ class Bench:
         for field, key, what in (("rss", "rss", "RSS"), ("anon", "anon", "anonymous"),
                                  ("Pss", "pss", "PSS")):
             bare_kib = median(m[field] for m in got["bare"])
-            for cfg, label in (("full", "all features"), ("messages", "--messages only")):
+            for cfg, label in CONFIGS:
                 value = median(m[field] for m in got[cfg])
                 ratio = median(a[field] / b[field] for a, b in zip(got[cfg], got["bare"]))
                 target = "<= 1.00 x bare" if cfg == "full" and key != "pss" else None
@@ -521,7 +531,7 @@ class Bench:
                          value / 1024, "MiB", bare=(bare_kib / 1024, ratio), target=target,
                          ok=(ratio <= 1.0) if target else None)
         hours = 3600.0 / (window * rounds)
-        for cfg, label in (("full", "all features"), ("messages", "--messages only")):
+        for cfg, label in CONFIGS:
             b = cpu["bare"]
             self.row("idle.cpu.%s" % cfg, "idle CPU, %s" % label, cpu[cfg][0] * hours,
                      "s/h", bare=b[0] * hours)
