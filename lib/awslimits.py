@@ -16,6 +16,7 @@ callers cache the answers if they need to.
 """
 
 PAYLOAD_LIMIT = 128 * 1024  # bytes of a PUBLISH payload
+CLIENTID_LIMIT = 128  # bytes of a client id, UTF-8
 TOPIC_BYTES_LIMIT = 256  # bytes of a topic name or filter, UTF-8
 TOPIC_SLASH_LIMIT = 7  # slashes in a topic or filter, i.e. at most 8 levels
 BASIC_INGEST = "$aws/rules/"  # its "$aws/rules/RULE/" prefix is not counted

@@ -21,7 +21,6 @@ ORDERS = ("lexical", "reverse-lexical", "newest-first", "oldest-first")
 # topics, so a '#', '+' or control character would make filters of them.
 THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 SHADOW_NAME = re.compile(r"[$a-zA-Z0-9:_-]{1,64}")
-CLIENTID_LIMIT = 128  # bytes of UTF-8
 # Options naming a file or directory, whose empty value would quietly mean "not given".
 PATH_OPTIONS = ("fleetprov", "commands", "status_file", "tunnelproxy", "tunnelcadir",
                 "defender_metrics_dir")
@@ -188,8 +187,8 @@ def _clientid(raw):
     except UnicodeEncodeError:  # bytes that are not UTF-8 reach us as lone surrogates
         raise OptionError("--clientid: %r is not UTF-8 text" % raw) from None
     problem = awslimits.character_problem(raw)
-    if size > CLIENTID_LIMIT:
-        problem = "is %d bytes, over AWS IoT Core's %d" % (size, CLIENTID_LIMIT)
+    if size > awslimits.CLIENTID_LIMIT:
+        problem = "is %d bytes, over AWS IoT Core's %d" % (size, awslimits.CLIENTID_LIMIT)
     elif raw.startswith("$"):
         problem = "starts with '$', which AWS IoT Core keeps for ids it makes"
     if problem:

@@ -27,7 +27,7 @@ import json
 import logging
 import re
 
-from . import children, formats, outfile
+from . import awslimits, children, formats, outfile
 from .certstore import PREFERRED, CertStore, CertStoreError
 from .connection import Connection
 from .publisher import Publisher
@@ -79,7 +79,14 @@ def rotate(daemon):
         else:
             log.error("certificate rotation failed; keeping the current certificate")
 
-    return ClaimFlow(daemon, config, daemon.options.clientid + ROTATION_SUFFIX, finished)
+    return ClaimFlow(daemon, config, rotation_clientid(daemon.options.clientid), finished)
+
+
+def rotation_clientid(clientid):
+    """CID-reprovision, CID cut short (at a character) if the whole would be
+    over AWS's limit: AWS refuses the CONNECT of a longer one."""
+    room = awslimits.CLIENTID_LIMIT - len(ROTATION_SUFFIX)
+    return clientid.encode()[:room].decode("utf-8", "ignore") + ROTATION_SUFFIX
 
 
 def load_config(path):

@@ -212,3 +212,13 @@ def test_claim_connection_failures_rotate_the_claimstore(tmp_path, setup, rogue_
     d.start()
     assert d.wait_exit(30) == 0
     assert preferred(certstore) == emulator.things["Gw_42"]["certificateId"]
+
+
+def test_the_rotation_client_id_stays_within_aws_limit():
+    from lib.provisioning import rotation_clientid
+
+    assert rotation_clientid("gw-7") == "gw-7-reprovision"
+    for longest in ("g" * 128, "ü" * 64, "g" + "ü" * 63 + "x"):  # 128 bytes each
+        rotated = rotation_clientid(longest)
+        assert len(rotated.encode()) <= 128 and rotated.endswith("-reprovision")
+        assert longest.startswith(rotated[:-len("-reprovision")])
