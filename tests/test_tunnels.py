@@ -158,12 +158,13 @@ def test_running_proxies_count_among_the_children_in_the_status_file(
     children_running(0)
     notify(observer, "gw-1", "t1")
     notify(observer, "gw-2", "t2", services=["VNC"])
-    runs = proxy.wait_runs(2)
+    # the two start in either order: tell them by their tokens
+    runs = {run["token"]: run for run in proxy.wait_runs(2)}
     children_running(2)
-    os.kill(runs[0]["pid"], 9)  # a proxy that dies
+    os.kill(runs["t1"]["pid"], 9)  # a proxy that dies
     children_running(1)
     notify(observer, "gw-2", "token-three", services=["VNC"])  # replaced: the old one stops
-    wait_until(lambda: proxy.terminated(runs[1]), what="gw-2's first proxy stopped")
+    wait_until(lambda: proxy.terminated(runs["t2"]), what="gw-2's first proxy stopped")
     proxy.wait_runs(3)
     d.wait_log("tunnel proxy for gw-2 stopped")
     children_running(1)
