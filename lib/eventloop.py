@@ -41,9 +41,12 @@ class EventLoop:
         os.set_blocking(self._wake_w, False)
         self._timers = []
         self._seq = itertools.count()
-        self._readers = {}
+        self._readers = {self._wake_r: self._drain_wake}
         self._writers = {}
         self._deadlines = []
+        # The soonest deadline _timeout saw, for _run_deadlines: a deadline only
+        # moves later as traffic flows (0: not looked at, so look).
+        self._deadline_due = 0
         self._signals = []
         self._signal_handlers = {}
         self._running = False
@@ -67,7 +70,8 @@ class EventLoop:
         self._readers[fd] = callback
 
     def remove_reader(self, fd):
-        self._readers.pop(fd, None)
+        if fd != self._wake_r:
+            self._readers.pop(fd, None)
 
     def set_writer(self, fd, callback):
         """Call callback when fd is writable; None stops watching."""
@@ -120,39 +124,53 @@ class EventLoop:
 
     def _timeout(self):
         if self._events or self._signals:
+            self._deadline_due = 0
             return 0
-        due = [t for t in (f() for f, _ in self._deadlines) if t is not None]
-        while self._timers and self._timers[0][2].cancelled:
-            heapq.heappop(self._timers)
-        if self._timers:
-            due.append(self._timers[0][0])
-        if not due:
+        soonest = None
+        for next_due, _ in self._deadlines:
+            due = next_due()
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        self._deadline_due = soonest
+        timers = self._timers
+        while timers and timers[0][2].cancelled:
+            heapq.heappop(timers)
+        if timers and (soonest is None or timers[0][0] < soonest):
+            soonest = timers[0][0]
+        if soonest is None:
             return None
-        return max(0.0, min(due) - time.monotonic())
+        return max(0.0, soonest - time.monotonic())
 
     def _wait(self, timeout):
-        readers = list(self._readers) + [self._wake_r]
-        writers = list(self._writers)
+        readers = self._readers
+        writers = self._writers
         try:
-            readable, writable, _ = select.select(readers, writers, [], timeout)
+            readable, writable, _ = select.select(list(readers), list(writers), [], timeout)
         except (OSError, ValueError):
             # A descriptor closed under us; the owner is told through its own path.
             return
         for fd in readable:
-            if fd == self._wake_r:
-                _drain(fd)
-            elif fd in self._readers:
-                self._readers[fd]()
+            callback = readers.get(fd)
+            if callback is not None:
+                callback()
         for fd in writable:
-            if fd in self._writers:
-                self._writers[fd]()
+            callback = writers.get(fd)
+            if callback is not None:
+                callback()
+
+    def _drain_wake(self):
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def _run_events(self):
-        while True:
-            try:
-                callback, args = self._events.popleft()
-            except IndexError:
-                return
+        events = self._events
+        # Only this thread pops, so a deque that is not empty stays so until
+        # it does (and an IndexError per turn would cost more than the test).
+        while events:
+            callback, args = events.popleft()
             callback(*args)
 
     def _run_timers(self):
@@ -164,15 +182,9 @@ class EventLoop:
 
     def _run_deadlines(self):
         now = time.monotonic()
+        if self._deadline_due is None or self._deadline_due > now:
+            return
         for next_due, on_due in self._deadlines:
             due = next_due()
             if due is not None and due <= now:
                 on_due()
-
-
-def _drain(fd):
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
