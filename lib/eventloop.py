@@ -70,8 +70,7 @@ class EventLoop:
         self._readers[fd] = callback
 
     def remove_reader(self, fd):
-        if fd != self._wake_r:
-            self._readers.pop(fd, None)
+        self._readers.pop(fd, None)
 
     def set_writer(self, fd, callback):
         """Call callback when fd is writable; None stops watching."""
