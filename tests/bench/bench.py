@@ -542,7 +542,7 @@ class Bench:
 
     def rate(self):
         count = 500 if self.quick else 1500
-        rounds = max(1, self.rounds // 2)
+        rounds = max(1, (self.rounds + 1) // 2)  # odd: the median is one round's figure
         results = []
         for _ in range(rounds):
             prefix = "bench/a/"
