@@ -1,5 +1,6 @@
 """Runs the real chariotd as a process for tests, the way a supervisor would."""
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,15 @@ def drop_action(directory, name, data=b""):
     with open(tmp, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
     os.rename(tmp, os.path.join(directory, "new", name))
+
+
+def read_status(path):
+    """The --status-file document at path, None while there is none."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
 
 
 def wait_until(condition, timeout=10, what="condition"):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from jobhelpers import THING, doc, finished, handler_directory, start, step
-from process import CHARIOTD, alive, drop_action, wait_until
+from process import CHARIOTD, alive, drop_action, read_status, wait_until
 from shadowhelpers import json_service, read_file, wait_synced
 
 from emulator.cloud import Emulator
@@ -20,14 +20,6 @@ from emulator.cloud import Emulator
 @pytest.fixture
 def handlers(tmp_path):
     yield from handler_directory(tmp_path)
-
-
-def read_status(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
 
 
 def wait_status(path, condition, what):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from fakeproxy import FakeProxy
-from process import CHARIOTD, alive, drop_action, wait_until
+from process import CHARIOTD, alive, drop_action, read_status, wait_until
 
 
 @pytest.fixture
@@ -136,14 +136,6 @@ def test_proxy_that_exits_or_cannot_start_is_logged(tmp_path, certstore, daemon_
     d.wait_log(r"tunnel notification for gw-1 ignored: cannot start tunnel proxy .*localproxy: "
                "No such file or directory")
     assert d.stop() == 0
-
-
-def read_status(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
 
 
 def test_running_proxies_count_among_the_children_in_the_status_file(
