@@ -7,7 +7,9 @@ and stalls, for kernels without `tc netem`.
 Every byte is delivered after LATENCY seconds and no faster than RATE in
 each direction. SIGUSR1 stalls the link (bytes are held, nothing is closed,
 as when a route black-holes), SIGUSR2 lets it flow again. It prints
-`listening` once it accepts connections. Usable as a module (`Relay`).
+`listening` once it accepts connections. Usable as a module (`Relay`),
+which can also stall one direction only (what the target sends: its
+acknowledgements) and cut every connection.
 """
 
 import argparse
@@ -26,21 +28,40 @@ class Relay:
         self.target = target
         self.latency = latency
         self.rate = rate
-        self.flowing = threading.Event()
-        self.flowing.set()
+        # bytes to the target, and back from it
+        self.flowing = {"up": threading.Event(), "down": threading.Event()}
+        self.flow()
         self.listener = socket.create_server(listen)
         self.address = self.listener.getsockname()[:2]
         self.connections = 0
+        self.sockets = []
 
     def serve(self):
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 
-    def stall(self):
-        self.flowing.clear()
+    def stall(self, directions=("up", "down")):
+        for d in directions:
+            self.flowing[d].clear()
 
     def flow(self):
-        self.flowing.set()
+        for event in self.flowing.values():
+            event.set()
+
+    def cut(self):
+        """Close every connection (the listener stays)."""
+        sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.listener.close()
+        self.flow()
+        self.cut()
 
     def _accept(self):
         while True:
@@ -55,16 +76,17 @@ class Relay:
                 client.close()
                 continue
             self.connections += 1
-            for src, dst in ((client, upstream), (upstream, client)):
-                Direction(self, src, dst).start()
+            self.sockets += [client, upstream]
+            for src, dst, d in ((client, upstream, "up"), (upstream, client, "down")):
+                Direction(self, src, dst, self.flowing[d]).start()
 
 
 class Direction:
     """One direction of one connection: a reader stamps chunks, a writer
     delivers them after the latency, at the rate, unless stalled."""
 
-    def __init__(self, relay, src, dst):
-        self.relay, self.src, self.dst = relay, src, dst
+    def __init__(self, relay, src, dst, flowing):
+        self.relay, self.src, self.dst, self.flowing = relay, src, dst, flowing
         self.queue = collections.deque()
         self.ready = threading.Condition()
         self.closed = False
@@ -100,7 +122,7 @@ class Direction:
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                self.relay.flowing.wait()
+                self.flowing.wait()
                 self.dst.sendall(data)
                 if self.relay.rate:
                     time.sleep(len(data) / self.relay.rate)

@@ -1,85 +1,19 @@
 """At least once, never lost, never stuck: --messages through kill -9, broker
 restarts, cut connections, held-back acknowledgements, and in polling mode."""
 
-import socket
-import threading
 import time
 
 from messagehelpers import backlog, drop, ids, listing, spool, topics, wait_empty
 from observer import Observer
 from process import make_certstore, wait_until
-
-
-class Relay:
-    """A TCP relay in front of the broker's TLS port (TLS passes through it
-    untouched). It can hold back everything the broker sends, so that no
-    PUBACK reaches the daemon, and it can cut every connection."""
-
-    def __init__(self, target_port):
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.sockets = []
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def hold(self):
-        self.flowing.clear()
-
-    def release(self):
-        self.flowing.set()
-
-    def cut(self):
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-        self.sockets = []
-
-    def close(self):
-        self.listener.close()
-        self.release()
-        self.cut()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self.sockets += [client, upstream]
-            self.connections += 1
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, src, dst, holdable):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if holdable:
-                    self.flowing.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+from relay import Relay
 
 
 def relayed_certstore(tmp_path, pki, broker):
     """A certstore whose endpoint is a fresh Relay in front of the broker."""
-    relay = Relay(broker.tls_port)
+    relay = Relay(("127.0.0.1", 0), ("127.0.0.1", broker.tls_port)).serve()
     cert, key = pki.issue("device-1")
-    store = make_certstore(str(tmp_path / "relayed-certstore"), "localhost:%d" % relay.port,
+    store = make_certstore(str(tmp_path / "relayed-certstore"), "localhost:%d" % relay.address[1],
                            [("device-1", cert, key)])
     return relay, store
 
@@ -92,7 +26,7 @@ def test_no_more_than_concurrency_unacknowledged(tmp_path, pki, broker, daemon_f
         daemon = daemon_factory("--messages=" + d, "--message-concurrency=%s:3" % d,
                                 certstore=store)
         daemon.wait_log("connected to")
-        relay.hold()  # the broker's PUBACKs stop reaching the daemon
+        relay.stall(["down"])  # the broker's PUBACKs stop reaching the daemon
         backlog(d, "conc/", 10)
         observer.wait_for(lambda ms: len(topics(observer, "conc/")) == 3, what="three messages")
         # Nothing more is sent while those three wait for their PUBACK, and
@@ -100,7 +34,7 @@ def test_no_more_than_concurrency_unacknowledged(tmp_path, pki, broker, daemon_f
         time.sleep(1.0)
         assert len(topics(observer, "conc/")) == 3
         assert len(listing(d, "new")) == 10
-        relay.release()
+        relay.flow()
         observer.wait_for(lambda ms: ids(observer, "conc/") == set(range(10)), what="all ten")
         wait_empty(d)
         assert len(topics(observer, "conc/")) == 10
@@ -115,7 +49,7 @@ def test_jammed_queue_exits_for_a_restart(tmp_path, pki, broker, daemon_factory,
         daemon = daemon_factory("--messages=" + d, "--message-concurrency=%s:2" % d,
                                 "--message-jam-timeout=%s:1.5" % d, certstore=store)
         daemon.wait_log("connected to")
-        relay.hold()
+        relay.stall(["down"])
         start = time.monotonic()
         backlog(d, "jam/", 3)
         assert daemon.wait_exit(10) == 1
@@ -174,12 +108,12 @@ def test_cut_connection_mid_backlog_loses_nothing(tmp_path, pki, broker, daemon_
         backlog(d, "cut/", 300)
         daemon = daemon_factory("--messages=" + d, "--publish-rate=150", certstore=store)
         observer.wait_for(lambda ms: len(topics(observer, "cut/")) >= 60, what="60 messages")
-        relay.hold()  # in-flight messages reach the broker, their PUBACKs never come back
+        relay.stall(["down"])  # in-flight messages reach the broker, their PUBACKs never come back
         held = len(topics(observer, "cut/"))
         observer.wait_for(lambda ms: len(topics(observer, "cut/")) >= held + 5,
                           what="messages sent while their PUBACKs are held")
         relay.cut()
-        relay.release()
+        relay.flow()
         daemon.wait_log("connection to .* lost")
         observer.wait_for(lambda ms: ids(observer, "cut/") == set(range(300)), timeout=30,
                           what="every message")
@@ -196,11 +130,11 @@ def test_file_replaced_while_being_sent_is_sent_again(tmp_path, pki, broker, dae
         d = spool(tmp_path)
         daemon = daemon_factory("--messages=" + d, certstore=store)
         daemon.wait_log("connected to")
-        relay.hold()
+        relay.stall(["down"])
         drop(d, "status", {"topic": "replace/status", "payload": {"v": 1}})
         observer.wait_topic("replace/status")
         drop(d, "status", {"topic": "replace/status", "payload": {"v": 2}})
-        relay.release()
+        relay.flow()
         observer.wait_topic("replace/status", 2)
         assert [m.json()["v"] for m in observer.on("replace/status")] == [1, 2]
         wait_empty(d)
