@@ -122,6 +122,7 @@ class Emulator:
         self._ticker = threading.Thread(target=self._tick_loop, name="emulator-ticker",
                                         daemon=True)
         self._subscribe_mid = None
+        self._intercepts = {}  # request topic -> [(before, answer)], one per next request
         self._client = new_client(client_id or "iot-core-emulator-%d-%d" % (os.getpid(),
                                                                             next(_ids)))
         self._client.on_connect = self._on_connect
@@ -189,6 +190,14 @@ class Emulator:
         device does not hear of (it missed it, or it raced with a request)."""
         with self._lock:
             self.shadows.update(thing, shadow, {"state": state})
+
+    def intercept(self, topic, before=None, answer=True):
+        """The next request on TOPIC not yet intercepted: BEFORE() runs just
+        before it is handled (a cloud change racing with it, say); without
+        ANSWER it is handled but nothing is published in answer (lost on the
+        way, as when the device's connection drops right after it published)."""
+        with self._lock:
+            self._intercepts.setdefault(topic, []).append((before, answer))
 
     def get_shadow(self, thing, shadow=None):
         """The full shadow document (as /get/accepted shows it), or None."""
@@ -356,11 +365,17 @@ class Emulator:
         else:
             return
         with self._lock:
+            before, answer = (self._intercepts.get(topic) or [(None, True)]).pop(0)
+            if before:
+                before()
             for service in services:
                 replies = service.handle(topic, payload)
                 if replies:
-                    log.info("%s -> %s", topic, " ".join(t.rsplit("/", 1)[-1] for t, _ in replies))
-                    self._publish_all(replies)
+                    names = " ".join(t.rsplit("/", 1)[-1] for t, _ in replies)
+                    log.info("%s -> %s%s", topic, names,
+                             "" if answer else " (not published: intercepted)")
+                    if answer:
+                        self._publish_all(replies)
                     return
 
     def _publish_all(self, replies):

@@ -347,8 +347,8 @@ class ShadowSync:
         self._version = max(self._version, version)
         self._synced_at = time.time()
         self._cloud_version = version
+        self._phase = SYNCED  # it exists, even if the answer to our creating update was lost
         if first:
-            self._phase = SYNCED
             self._synced(version)
 
     def _delta(self, msg):

@@ -399,6 +399,22 @@ def test_app_side_rejection_raises_and_publishes_nothing(emulator, device):
     assert device.on(CLASSIC + "/update/accepted") == []
 
 
+def test_intercepted_requests_run_a_change_first_or_go_unanswered(emulator, device):
+    emulator.intercept(CLASSIC + "/update", answer=False)
+    emulator.intercept(CLASSIC + "/update", before=lambda: emulator.update_shadow_unheard(
+        "HelloWorld", {"desired": {"mode": "raced"}}))
+    device.publish(CLASSIC + "/update", {"state": {"reported": {"mode": "eco"}}})
+    emulator.wait_for(lambda ms: emulator.get_shadow("HelloWorld"), what="the update applied")
+    device.publish(CLASSIC + "/update", {"state": {"reported": {"n": 1}}, "version": 1})
+    rejected = device.wait_topic(CLASSIC + "/update/rejected")[0].json()
+    assert rejected["code"] == 409  # the racing change came first
+    device.publish(CLASSIC + "/update", {"state": {"reported": {"n": 2}}})
+    assert device.wait_topic(CLASSIC + "/update/accepted")[0].json()["version"] == 3
+    device.wait_topic(CLASSIC + "/update/documents")
+    assert [m.topic.rsplit("/", 1)[-1] for m in device.messages] == [
+        "update", "update", "rejected", "update", "accepted", "delta", "documents"]
+
+
 def test_messages_are_recorded_with_arrival_time(emulator, device, observer):
     observer.publish("dt/telemetry", {"t": 21.5})
     device.publish(CLASSIC + "/update", {"state": {"reported": {"a": 1}}})

@@ -294,3 +294,34 @@ def test_an_outfile_saying_the_same_in_other_words_is_left_alone(
     assert source_in(["sh"], console_rc, ["baud"]) == [b"9600"]
     assert json.loads(read_file(ntp)) == {"mode": "x", "servers": ["a", "b"]}
     d.wait_log(r"console: wrote .*console.rc \(current config\)")
+
+
+def test_a_lost_answer_to_the_creating_update_does_not_lose_desired_changes(
+        tmp_path, broker, emulator, certstore, daemon_factory):
+    services, outfile, runs = console_service(tmp_path)
+    # The update that creates the shadow lands, but its answer never reaches the device.
+    emulator.intercept(PREFIX + "/update", answer=False)
+    d = daemon_factory("--services=%s:%s" % (THING, services), certstore=certstore)
+    d.wait_log("shadow Gw1 does not exist; creating it")
+    wait_until(lambda: emulator.get_shadow(THING), what="the shadow created")
+    emulator.set_desired(THING, {"console": {"mode": "a"}})
+    wait_until(lambda: os.path.exists(outfile) and source_in(["sh"], outfile, ["mode"]) == [b"a"],
+               what="the delta applied")
+    broker.stop()
+    d.wait_log("connection to .* lost")
+    # After the fetch that follows the reconnect, the cloud changes desired
+    # again just before the device's update lands, and the device does not
+    # hear of it: the update must not clear that change unseen.
+    emulator.intercept(PREFIX + "/update", before=lambda: quiet_change(
+        emulator, {"console": {"mode": "b"}}))
+    broker.start()
+    assert emulator.wait_ready(10)
+    wait_until(lambda: shadow_state(emulator).get("reported") == {"console": {"mode": "b"}},
+               timeout=20, what="the second change reported")
+    assert "desired" not in shadow_state(emulator)
+    assert source_in(["sh"], outfile, ["mode"]) == [b"b"]
+    wait_until(lambda: runs() == 2, what="a notify run per change")
+    # Desired is only ever cleared by an update that says which version it read.
+    assert all("version" in u for u in device_updates(emulator) if "desired" in u["state"])
+    # The fetch showed the shadow exists: no later update claims to have created it.
+    assert "created it" not in d.log()
