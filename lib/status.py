@@ -139,7 +139,7 @@ def _write_atomically(path, data):
         os.unlink(tmp)  # left by a writer of the same pid killed before its rename
     except FileNotFoundError:
         pass
-    atomicwrite.write_new(tmp, data, MODE, exact_mode=True)
+    atomicwrite.write_new(tmp, data, MODE, exact_mode=True, durable=False)  # on /run: no fsync
     try:
         os.replace(tmp, path)
     except OSError:
