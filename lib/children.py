@@ -82,8 +82,7 @@ def launch(loop, args, exited, **popen_args):
     caller's; it counts in `running` until it exits, and exited(proc) is then
     called on the loop thread. OSError or ValueError when it cannot start."""
     proc = spawn(args, **popen_args)
-    finished = _counted(lambda _proc: exited(proc))
-    threading.Thread(target=_reap, args=(loop, proc, finished), daemon=True).start()
+    threading.Thread(target=_reap, args=(loop, proc, _counted(exited)), daemon=True).start()
     return proc
 
 
